@@ -1,0 +1,92 @@
+/**
+ * The errors an application sees from the emitter. Each says what went wrong and whether a retry
+ * can help (`retryable`), so callers never have to parse messages.
+ */
+import { Schema } from "effect"
+
+/** The input breaks a rule: `field` names the input field, `rule` the rule. Nothing was written. */
+export class InvalidEvent extends Schema.TaggedError<InvalidEvent>()("InvalidEvent", {
+  field: Schema.String,
+  rule: Schema.String
+}) {
+  override get message() {
+    return `invalid event: ${this.field}: ${this.rule}`
+  }
+  get retryable() {
+    return false
+  }
+}
+
+/** The encoded CloudEvent is larger than `maxEventBytes`. Nothing was written. */
+export class EventTooLarge extends Schema.TaggedError<EventTooLarge>()("EventTooLarge", {
+  bytes: Schema.Number,
+  maxBytes: Schema.Number
+}) {
+  override get message() {
+    return `event too large: ${this.bytes} bytes encoded, the limit is ${this.maxBytes}`
+  }
+  get retryable() {
+    return false
+  }
+}
+
+/** The write queue stayed full for longer than `enqueueTimeout`. Nothing was written; retry later. */
+export class EmitterOverloaded extends Schema.TaggedError<EmitterOverloaded>()("EmitterOverloaded", {
+  waitedMs: Schema.Number
+}) {
+  override get message() {
+    return `emitter overloaded: the write queue stayed full for ${this.waitedMs} ms`
+  }
+  get retryable() {
+    return true
+  }
+}
+
+/** The emitter is shutting down or closed: it accepts no more events. */
+export class EmitterClosed extends Schema.TaggedError<EmitterClosed>()("EmitterClosed", {}) {
+  override get message() {
+    return "emitter closed: it accepts no more events"
+  }
+  get retryable() {
+    return false
+  }
+}
+
+/**
+ * The commit did not happen or its outcome is unknown. `retryable` is true when trying again can
+ * help (connection loss, serialization failure, timeout). When `committed` is "unknown" a retry
+ * may write the event twice (with a new id); consumers deduplicate by idempotency key.
+ */
+export class CommitFailed extends Schema.TaggedError<CommitFailed>()("CommitFailed", {
+  reason: Schema.String,
+  retryable: Schema.Boolean,
+  committed: Schema.Literals(["no", "unknown"])
+}) {
+  override get message() {
+    return `commit failed (${this.retryable ? "retryable" : "not retryable"}, committed: ${this.committed}): ${this.reason}`
+  }
+}
+
+/** Every error `Emitter.emit` can fail with. */
+export type EmitError = InvalidEvent | EventTooLarge | EmitterOverloaded | EmitterClosed | CommitFailed
+
+/** A Store operation failed. `retryable` says whether the same call may succeed later. */
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
+  operation: Schema.String,
+  reason: Schema.String,
+  retryable: Schema.Boolean
+}) {
+  override get message() {
+    return `store ${this.operation} failed${this.retryable ? " (retryable)" : ""}: ${this.reason}`
+  }
+}
+
+/** An option breaks a rule. Raised when the layer is built, before anything runs. */
+export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidConfig", {
+  option: Schema.String,
+  rule: Schema.String
+}) {
+  override get message() {
+    return `invalid configuration: ${this.option}: ${this.rule}`
+  }
+}
