@@ -1,0 +1,262 @@
+/**
+ * What an application emits, and how it becomes a CloudEvent on the wire.
+ *
+ * `prepare` validates an `EmitInput`, builds the CloudEvent (fixed UUID id, specversion 1.0,
+ * `recordedtime`, `idempotencykey`, `emitter`) and encodes it once. The stored payload carries no
+ * `seqnum`: the store assigns it in the commit, and `withSeqnum` appends it to the encoded bytes at
+ * send time (a protobuf map entry appended to a message is a valid merge), so nothing is decoded or
+ * re-encoded on the delivery path.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt"
+import { createHash, randomUUID } from "node:crypto"
+import { EventTooLarge, InvalidEvent } from "./Errors.ts"
+import {
+  type CloudEvent,
+  type CloudEventAttributeValue,
+  CloudEventAttributeValueSchema,
+  CloudEventSchema
+} from "./gen/io/cloudevents/v1/cloudevent_pb.js"
+import type { NewEvent } from "./Store.ts"
+
+/** A JSON value, for `data` that is serialized as JSON. */
+export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
+
+/** Value of an extension attribute; numbers must be 32-bit integers (CloudEvents `Integer`). */
+export type ExtensionValue = string | number | boolean | Uint8Array | Date
+
+/** The input of `Emitter.emit`. */
+export interface EmitInput {
+  /** CloudEvents `source` (URI-reference), non-empty. */
+  readonly source: string
+  /** CloudEvents `type`, non-empty. */
+  readonly type: string
+  /**
+   * The body. Bytes travel as `binary_data`, a string as `text_data`, anything else is serialized
+   * as JSON `text_data` with `datacontenttype` defaulting to `application/json`.
+   */
+  readonly data?: Uint8Array | string | Json | undefined
+  readonly datacontenttype?: string | undefined
+  readonly dataschema?: string | undefined
+  readonly subject?: string | undefined
+  /** When the occurrence happened (RFC 3339 string or Date). */
+  readonly time?: string | Date | undefined
+  /** Extension attributes: names of lower-case letters and digits, at most 20 characters. */
+  readonly extensions?: Readonly<Record<string, ExtensionValue>> | undefined
+  /** Caller's idempotency key; by default the SHA-256 of source, type and body (see `idempotencyKey`). */
+  readonly idempotencyKey?: string | undefined
+}
+
+/** Settings `prepare` needs; the Emitter supplies them. */
+export interface PrepareContext {
+  /** Value of the `emitter` attribute. */
+  readonly emitterName: string
+  /** Limit on the encoded CloudEvent, including the `seqnum` attribute added at send time. */
+  readonly maxEventBytes: number
+  /** Emit time, epoch ms (from Effect's Clock). */
+  readonly now: number
+  /** W3C trace context of the emit span, carried as the CloudEvents distributed-tracing extension. */
+  readonly traceparent?: string | undefined
+  readonly tracestate?: string | undefined
+}
+
+/** Attributes this library sets itself; callers may not set them as extensions. */
+export const reservedAttributes: ReadonlySet<string> = new Set([
+  "id", "source", "specversion", "type", "data", "data_base64",
+  "datacontenttype", "dataschema", "subject", "time",
+  "seqnum", "recordedtime", "idempotencykey", "emitter", "traceparent", "tracestate"
+])
+
+const extensionName = /^[a-z0-9]{1,20}$/
+
+/** Room reserved for the `seqnum` entry appended at send time (a 20-digit seq plus framing). */
+export const seqnumReserve = 40
+
+const encoder = new TextEncoder()
+
+const stringAttr = (value: string): CloudEventAttributeValue =>
+  create(CloudEventAttributeValueSchema, { attr: { case: "ceString", value } })
+
+const timestampAttr = (ms: number): CloudEventAttributeValue =>
+  create(CloudEventAttributeValueSchema, { attr: { case: "ceTimestamp", value: timestampFromMs(ms) } })
+
+const invalid = (field: string, rule: string) => new InvalidEvent({ field, rule })
+
+const int32 = (n: number) => Number.isInteger(n) && n >= -2147483648 && n <= 2147483647
+
+const extensionAttr = (name: string, value: ExtensionValue): CloudEventAttributeValue | InvalidEvent => {
+  const field = `extensions.${name}`
+  if (!extensionName.test(name)) return invalid(field, "name must be 1 to 20 lower-case letters or digits")
+  if (reservedAttributes.has(name)) return invalid(field, "name is reserved")
+  if (typeof value === "string") return stringAttr(value)
+  if (typeof value === "boolean") return create(CloudEventAttributeValueSchema, { attr: { case: "ceBoolean", value } })
+  if (typeof value === "number") {
+    return int32(value)
+      ? create(CloudEventAttributeValueSchema, { attr: { case: "ceInteger", value } })
+      : invalid(field, "a number must be a 32-bit integer")
+  }
+  if (value instanceof Uint8Array) return create(CloudEventAttributeValueSchema, { attr: { case: "ceBytes", value } })
+  if (value instanceof Date) {
+    const ms = value.getTime()
+    return Number.isNaN(ms) ? invalid(field, "invalid date") : timestampAttr(ms)
+  }
+  return invalid(field, "must be a string, 32-bit integer, boolean, Uint8Array or Date")
+}
+
+// RFC 3339 date-time, e.g. 2026-11-25T19:10:41.123Z or 2026-11-25T20:10:41+01:00
+const rfc3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/
+
+const timeMs = (time: string | Date): number | InvalidEvent => {
+  if (time instanceof Date) {
+    const ms = time.getTime()
+    return Number.isNaN(ms) ? invalid("time", "invalid date") : ms
+  }
+  if (!rfc3339.test(time)) return invalid("time", "must be an RFC 3339 date-time")
+  const ms = Date.parse(time)
+  return Number.isNaN(ms) ? invalid("time", "must be an RFC 3339 date-time") : ms
+}
+
+type Body =
+  | { readonly case: "binaryData"; readonly value: Uint8Array; readonly bytes: Uint8Array; readonly contentType: string | undefined }
+  | { readonly case: "textData"; readonly value: string; readonly bytes: Uint8Array; readonly contentType: string | undefined }
+  | { readonly case: undefined; readonly bytes: Uint8Array; readonly contentType: undefined }
+
+const body = (data: EmitInput["data"]): Body | InvalidEvent => {
+  if (data === undefined) return { case: undefined, bytes: new Uint8Array(0), contentType: undefined }
+  if (data instanceof Uint8Array) return { case: "binaryData", value: data, bytes: data, contentType: undefined }
+  if (typeof data === "string") return { case: "textData", value: data, bytes: encoder.encode(data), contentType: undefined }
+  let json: string | undefined
+  try {
+    json = JSON.stringify(data)
+  } catch (error) {
+    return invalid("data", `not serializable as JSON: ${String(error)}`)
+  }
+  if (json === undefined) return invalid("data", "not serializable as JSON")
+  return { case: "textData", value: json, bytes: encoder.encode(json), contentType: "application/json" }
+}
+
+const len32be = (n: number) => {
+  const b = new Uint8Array(4)
+  new DataView(b.buffer).setUint32(0, n)
+  return b
+}
+
+/**
+ * The default idempotency key, as the reference emitter computes it: hex SHA-256 over
+ * len32be(source) ‖ source ‖ len32be(type) ‖ type ‖ len32be(body) ‖ body.
+ */
+export const idempotencyKey = (source: string, type: string, bodyBytes: Uint8Array): string => {
+  const s = encoder.encode(source)
+  const t = encoder.encode(type)
+  return createHash("sha256")
+    .update(len32be(s.length)).update(s)
+    .update(len32be(t.length)).update(t)
+    .update(len32be(bodyBytes.length)).update(bodyBytes)
+    .digest("hex")
+}
+
+/**
+ * Validates the input and builds its encoded CloudEvent. Returns the error instead of throwing:
+ * this runs on the emit hot path.
+ */
+export const prepare = (input: EmitInput, context: PrepareContext): NewEvent | InvalidEvent | EventTooLarge => {
+  if (typeof input !== "object" || input === null) return invalid("event", "must be an object")
+  if (typeof input.source !== "string" || input.source.length === 0) return invalid("source", "must be a non-empty string")
+  if (typeof input.type !== "string" || input.type.length === 0) return invalid("type", "must be a non-empty string")
+  const data = body(input.data)
+  if (data instanceof InvalidEvent) return data
+
+  const attributes: Record<string, CloudEventAttributeValue> = {}
+  if (input.extensions !== undefined) {
+    for (const name of Object.keys(input.extensions)) {
+      const attr = extensionAttr(name, input.extensions[name]!)
+      if (attr instanceof InvalidEvent) return attr
+      attributes[name] = attr
+    }
+  }
+  const contentType = input.datacontenttype ?? data.contentType
+  if (contentType !== undefined) {
+    if (typeof contentType !== "string" || contentType.length === 0) return invalid("datacontenttype", "must be a non-empty string")
+    attributes.datacontenttype = stringAttr(contentType)
+  }
+  if (input.dataschema !== undefined) {
+    if (typeof input.dataschema !== "string" || input.dataschema.length === 0) return invalid("dataschema", "must be a non-empty URI")
+    attributes.dataschema = create(CloudEventAttributeValueSchema, { attr: { case: "ceUri", value: input.dataschema } })
+  }
+  if (input.subject !== undefined) {
+    if (typeof input.subject !== "string" || input.subject.length === 0) return invalid("subject", "must be a non-empty string")
+    attributes.subject = stringAttr(input.subject)
+  }
+  if (input.time !== undefined) {
+    const ms = timeMs(input.time)
+    if (ms instanceof InvalidEvent) return ms
+    attributes.time = timestampAttr(ms)
+  }
+  if (input.idempotencyKey !== undefined && (typeof input.idempotencyKey !== "string" || input.idempotencyKey.length === 0)) {
+    return invalid("idempotencyKey", "must be a non-empty string")
+  }
+  attributes.idempotencykey = stringAttr(input.idempotencyKey ?? idempotencyKey(input.source, input.type, data.bytes))
+  attributes.recordedtime = timestampAttr(context.now)
+  attributes.emitter = stringAttr(context.emitterName)
+  if (context.traceparent !== undefined) attributes.traceparent = stringAttr(context.traceparent)
+  if (context.tracestate !== undefined && context.tracestate.length > 0) attributes.tracestate = stringAttr(context.tracestate)
+
+  const eventId = randomUUID()
+  const payload = toBinary(CloudEventSchema, create(CloudEventSchema, {
+    id: eventId,
+    source: input.source,
+    specVersion: "1.0",
+    type: input.type,
+    attributes,
+    data: data.case === undefined ? { case: undefined } : { case: data.case, value: data.value } as CloudEvent["data"]
+  }))
+  if (payload.length + seqnumReserve > context.maxEventBytes) {
+    return new EventTooLarge({ bytes: payload.length + seqnumReserve, maxBytes: context.maxEventBytes })
+  }
+  return { eventId, source: input.source, type: input.type, payload }
+}
+
+// Protobuf framing for the appended map entry: field 5 (attributes), wire type 2.
+const writeVarint = (out: Array<number>, n: number) => {
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80)
+    n >>>= 7
+  }
+  out.push(n)
+}
+const seqnumKey = encoder.encode("seqnum")
+
+/** The bytes of the map entry `attributes["seqnum"] = ce_string(seq)`. */
+export const seqnumEntry = (seq: bigint): Uint8Array => {
+  const digits = encoder.encode(seq.toString())
+  const value = [0x1a, digits.length, ...digits] // CloudEventAttributeValue.ce_string = 3
+  const entry = [0x0a, seqnumKey.length, ...seqnumKey, 0x12, value.length, ...value] // key = 1, value = 2
+  const out: Array<number> = [0x2a] // CloudEvent.attributes = 5, length-delimited
+  writeVarint(out, entry.length)
+  return Uint8Array.from([...out, ...entry])
+}
+
+/** The stored payload with its durable `seqnum` attribute: what goes on the wire. */
+export const withSeqnum = (payload: Uint8Array, seq: bigint): Uint8Array => {
+  const entry = seqnumEntry(seq)
+  const out = new Uint8Array(payload.length + entry.length)
+  out.set(payload, 0)
+  out.set(entry, payload.length)
+  return out
+}
+
+/** Decodes an encoded CloudEvent; throws on malformed bytes (callers wrap it). */
+export const decode = (bytes: Uint8Array): CloudEvent => fromBinary(CloudEventSchema, bytes)
+
+/** A decoded attribute as a plain value, for logs, the CLI and the test kit. */
+export const attributeValue = (value: CloudEventAttributeValue | undefined): string | number | boolean | Uint8Array | undefined => {
+  const attr = value?.attr
+  switch (attr?.case) {
+    case "ceTimestamp":
+      return new Date(timestampMs(attr.value)).toISOString()
+    case undefined:
+      return undefined
+    default:
+      return attr.value
+  }
+}

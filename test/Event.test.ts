@@ -1,0 +1,120 @@
+import { assert, describe, it } from "@effect/vitest"
+import { createHash } from "node:crypto"
+import { EventTooLarge, InvalidEvent } from "../src/Errors.ts"
+import * as Event from "../src/Event.ts"
+import type { NewEvent } from "../src/Store.ts"
+
+const context: Event.PrepareContext = { emitterName: "test-emitter", maxEventBytes: 1024 * 1024, now: 1_764_000_000_123 }
+
+const ok = (result: ReturnType<typeof Event.prepare>): NewEvent => {
+  if (result instanceof InvalidEvent || result instanceof EventTooLarge) throw new Error(result.message)
+  return result
+}
+
+const attrs = (event: NewEvent) =>
+  Object.fromEntries(Object.entries(Event.decode(event.payload).attributes).map(([k, v]) => [k, Event.attributeValue(v)]))
+
+describe("Event.prepare", () => {
+  it("builds a CloudEvent with a fixed id, specversion, recordedtime, idempotency key and emitter", () => {
+    const bytes = new Uint8Array([1, 2, 3])
+    const event = ok(Event.prepare({ source: "billing", type: "invoice.paid", data: bytes, subject: "inv-1" }, context))
+    const decoded = Event.decode(event.payload)
+    assert.strictEqual(decoded.id, event.eventId)
+    assert.match(event.eventId, /^[0-9a-f-]{36}$/)
+    assert.strictEqual(decoded.specVersion, "1.0")
+    assert.strictEqual(decoded.source, "billing")
+    assert.strictEqual(decoded.type, "invoice.paid")
+    assert.deepStrictEqual(decoded.data, { case: "binaryData", value: bytes })
+    const a = attrs(event)
+    assert.strictEqual(a.recordedtime, "2025-11-24T16:00:00.123Z")
+    assert.strictEqual(a.emitter, "test-emitter")
+    assert.strictEqual(a.subject, "inv-1")
+    assert.isUndefined(a.seqnum)
+  })
+
+  it("computes the reference idempotency key over length-prefixed source, type and body", () => {
+    const body = new TextEncoder().encode("hello")
+    const expected = createHash("sha256").update(Buffer.from([
+      0, 0, 0, 1, ...Buffer.from("s"), 0, 0, 0, 1, ...Buffer.from("t"), 0, 0, 0, 5, ...body
+    ])).digest("hex")
+    assert.strictEqual(Event.idempotencyKey("s", "t", body), expected)
+    const event = ok(Event.prepare({ source: "s", type: "t", data: "hello" }, context))
+    assert.strictEqual(attrs(event).idempotencykey, expected)
+    const keyed = ok(Event.prepare({ source: "s", type: "t", data: "hello", idempotencyKey: "k1" }, context))
+    assert.strictEqual(attrs(keyed).idempotencykey, "k1")
+  })
+
+  it("serializes JSON data with application/json and keeps an explicit content type", () => {
+    const event = ok(Event.prepare({ source: "s", type: "t", data: { a: [1, "x"] } }, context))
+    assert.deepStrictEqual(Event.decode(event.payload).data, { case: "textData", value: "{\"a\":[1,\"x\"]}" })
+    assert.strictEqual(attrs(event).datacontenttype, "application/json")
+    const text = ok(Event.prepare({ source: "s", type: "t", data: "x", datacontenttype: "text/plain" }, context))
+    assert.strictEqual(attrs(text).datacontenttype, "text/plain")
+  })
+
+  it("carries extensions, time, dataschema and trace context", () => {
+    const event = ok(Event.prepare({
+      source: "s", type: "t", time: "2026-01-02T03:04:05.678+01:00", dataschema: "https://example.com/s",
+      extensions: { tenant: "acme", shard: 7, live: true, blob: new Uint8Array([9]) }
+    }, { ...context, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate: "" }))
+    const a = attrs(event)
+    assert.strictEqual(a.time, "2026-01-02T02:04:05.678Z")
+    assert.strictEqual(a.dataschema, "https://example.com/s")
+    assert.strictEqual(a.tenant, "acme")
+    assert.strictEqual(a.shard, 7)
+    assert.strictEqual(a.live, true)
+    assert.deepStrictEqual(a.blob, new Uint8Array([9]))
+    assert.strictEqual(a.traceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    assert.isUndefined(a.tracestate)
+  })
+
+  it("gives every event its own id", () => {
+    const a = ok(Event.prepare({ source: "s", type: "t" }, context))
+    const b = ok(Event.prepare({ source: "s", type: "t" }, context))
+    assert.notStrictEqual(a.eventId, b.eventId)
+  })
+
+  const rejects: ReadonlyArray<[string, Event.EmitInput, string]> = [
+    ["empty source", { source: "", type: "t" }, "source"],
+    ["empty type", { source: "s", type: "" }, "type"],
+    ["upper-case extension", { source: "s", type: "t", extensions: { Tenant: "x" } }, "extensions.Tenant"],
+    ["long extension", { source: "s", type: "t", extensions: { abcdefghijklmnopqrstu: "x" } }, "extensions.abcdefghijklmnopqrstu"],
+    ["reserved extension", { source: "s", type: "t", extensions: { seqnum: "1" } }, "extensions.seqnum"],
+    ["non-int32 extension", { source: "s", type: "t", extensions: { n: 1.5 } }, "extensions.n"],
+    ["bad time", { source: "s", type: "t", time: "yesterday" }, "time"],
+    ["empty subject", { source: "s", type: "t", subject: "" }, "subject"],
+    ["empty idempotency key", { source: "s", type: "t", idempotencyKey: "" }, "idempotencyKey"],
+    ["cyclic JSON", { source: "s", type: "t", data: (() => { const o: any = {}; o.o = o; return o })() }, "data"]
+  ]
+  for (const [name, input, field] of rejects) {
+    it(`rejects ${name} naming the field`, () => {
+      const result = Event.prepare(input, context)
+      assert.instanceOf(result, InvalidEvent)
+      assert.strictEqual((result as InvalidEvent).field, field)
+      assert.include((result as InvalidEvent).message, field)
+    })
+  }
+
+  it("rejects an event whose encoding exceeds the limit, seqnum included", () => {
+    const small = ok(Event.prepare({ source: "s", type: "t", data: new Uint8Array(100) }, context))
+    const limit = small.payload.length + Event.seqnumReserve
+    assert.notInstanceOf(Event.prepare({ source: "s", type: "t", data: new Uint8Array(100) }, { ...context, maxEventBytes: limit }), EventTooLarge)
+    const tooLarge = Event.prepare({ source: "s", type: "t", data: new Uint8Array(101) }, { ...context, maxEventBytes: limit })
+    assert.instanceOf(tooLarge, EventTooLarge)
+    assert.strictEqual((tooLarge as EventTooLarge).maxBytes, limit)
+  })
+})
+
+describe("Event.withSeqnum", () => {
+  it("appends the seqnum attribute without touching the rest", () => {
+    const event = ok(Event.prepare({ source: "s", type: "t", data: "x", extensions: { a: "b" } }, context))
+    for (const seq of [1n, 127n, 128n, 99999999999999999999n]) {
+      const stamped = Event.withSeqnum(event.payload, seq)
+      assert.isAtMost(stamped.length - event.payload.length, Event.seqnumReserve)
+      const decoded = Event.decode(stamped)
+      assert.strictEqual(Event.attributeValue(decoded.attributes.seqnum), seq.toString())
+      assert.strictEqual(Event.attributeValue(decoded.attributes.a), "b")
+      assert.strictEqual(decoded.id, event.eventId)
+    }
+  })
+})
