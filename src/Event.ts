@@ -251,12 +251,6 @@ export const decode = (bytes: Uint8Array): CloudEvent => fromBinary(CloudEventSc
 /** A decoded attribute as a plain value, for logs, the CLI and the test kit. */
 export const attributeValue = (value: CloudEventAttributeValue | undefined): string | number | boolean | Uint8Array | undefined => {
   const attr = value?.attr
-  switch (attr?.case) {
-    case "ceTimestamp":
-      return new Date(timestampMs(attr.value)).toISOString()
-    case undefined:
-      return undefined
-    default:
-      return attr.value
-  }
+  if (attr === undefined || attr.case === undefined) return undefined
+  return attr.case === "ceTimestamp" ? new Date(timestampMs(attr.value)).toISOString() : attr.value
 }
