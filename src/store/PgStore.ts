@@ -1,0 +1,540 @@
+/**
+ * The PostgreSQL Store, on `@effect/sql-pg`. Every operation is one SQL statement (its own
+ * transaction); arrays travel as one parameter per column, so a batch of any size is one
+ * statement with a fixed text, prepared once per connection.
+ *
+ * Times are epoch milliseconds from the caller's Clock: written with `to_timestamp(ms / 1000)`
+ * (exact to the microsecond) and read back as `extract(epoch) * 1000`, so they round-trip exactly.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Duration, Effect, Layer, Option, type Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { InvalidConfig, StoreError } from "../Errors.ts"
+import {
+  type Appended,
+  type ClaimOptions,
+  type DeadLetter,
+  type DeadLetterEntry,
+  type DeadLetterFilter,
+  type ExpireOptions,
+  type ExpiredCount,
+  type NewEvent,
+  type SourceTypeCount,
+  Store,
+  type StoreStats,
+  type StoredEvent
+} from "../Store.ts"
+import { migrate, tables, type Tables } from "./pgSchema.ts"
+
+export interface PgStoreClientOptions {
+  /** Prefix of every table and index name; a lower-case SQL identifier. Default `durable_emitter`. */
+  readonly tablePrefix?: string | undefined
+  /**
+   * Upper bound of every Store call, measured on the client (a call that takes longer fails with
+   * a retryable StoreError). Default 30 seconds.
+   */
+  readonly queryTimeout?: Duration.Input | undefined
+}
+
+export interface PgStoreOptions extends PgStoreClientOptions {
+  readonly url: Redacted.Redacted
+  /** Default 10. */
+  readonly maxConnections?: number | undefined
+  /** Default 10 seconds. */
+  readonly connectTimeout?: Duration.Input | undefined
+  readonly ssl?: PgClient.PgPoolConfig["ssl"]
+  /** Default `durable-emitter`. */
+  readonly applicationName?: string | undefined
+}
+
+const defaultQueryTimeout = Duration.seconds(30)
+const defaultConnectTimeout = Duration.seconds(10)
+
+/** Below this many rows, `stats` counts exactly; above it reads the planner's estimate. */
+const exactCountLimit = 100_000
+
+const ts = (param: string) => `to_timestamp(${param}::float8 / 1000)`
+const ms = (column: string) => `(extract(epoch FROM ${column}) * 1000)::int8`
+
+const deadLetterColumns =
+  "id, source, type, seq, event_id, payload, created_at, next_attempt_at, attempts, last_error, dead_lettered_at, code, reason"
+
+/** The statement texts for one set of tables; built once per layer. */
+const statements = (t: Tables) => ({
+  /**
+   * $1 event ids, $2 sources, $3 types, $4 payloads, $5 now, $6 next attempt. The sequences rows
+   * are locked in (source, type) order, so concurrent appends over the same keys cannot deadlock;
+   * each row lock is held until commit, so numbers follow commit order per key. Row ids are
+   * drawn before the insert (ascending in input order), so the answer is (ordinal, id, seq)
+   * straight from that CTE: no join back from RETURNING, and the caller maps by ordinal, never
+   * by the order of rows. A data-modifying CTE always runs to completion, read or not.
+   */
+  append: `
+    WITH input AS MATERIALIZED (
+      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
+        WITH ORDINALITY AS i(event_id, source, type, payload, ord)
+    ),
+    counts AS (
+      SELECT source, type, count(*) AS n FROM input GROUP BY source, type
+    ),
+    seqs AS (
+      INSERT INTO ${t.sequences} AS s (source, type, last)
+      SELECT source, type, n FROM counts ORDER BY source, type
+      ON CONFLICT (source, type) DO UPDATE SET last = s.last + EXCLUDED.last
+      RETURNING s.source, s.type, s.last
+    ),
+    numbered AS (
+      SELECT i.ord, i.event_id, i.source, i.type, i.payload,
+        s.last - count(*) OVER w + row_number() OVER (w ORDER BY i.ord) AS seq
+      FROM input i JOIN seqs s ON s.source = i.source AND s.type = i.type
+      WINDOW w AS (PARTITION BY i.source, i.type)
+    ),
+    identified AS MATERIALIZED (
+      SELECT nextval('${t.eventsIdSeq}') AS id, * FROM numbered ORDER BY ord
+    ),
+    inserted AS (
+      INSERT INTO ${t.events} (id, source, type, seq, event_id, payload, created_at, next_attempt_at)
+      SELECT id, source, type, seq, event_id, payload, ${ts("$5")}, ${ts("$6")} FROM identified
+    )
+    SELECT ord, id, seq FROM identified`,
+
+  delete: `
+    WITH d AS (DELETE FROM ${t.events} WHERE id = ANY($1::int8[]) RETURNING 1)
+    SELECT count(*) FROM d`,
+
+  /**
+   * $1 now, $2 limit, $3 lease base, $4 lease max. The exponent is capped so that a row claimed a
+   * thousand times still computes a finite lease.
+   */
+  claim: `
+    WITH due AS (
+      SELECT id, next_attempt_at FROM ${t.events}
+      WHERE next_attempt_at <= ${ts("$1")}
+      ORDER BY next_attempt_at, id
+      LIMIT $2
+      FOR UPDATE SKIP LOCKED
+    ),
+    claimed AS (
+      UPDATE ${t.events} e SET
+        attempts = e.attempts + 1,
+        next_attempt_at = to_timestamp(
+          ($1::float8 + least($3::float8 * power(2::float8, least(e.attempts, 60)), $4::float8)) / 1000)
+      FROM due WHERE e.id = due.id
+      RETURNING e.id, e.event_id, e.source, e.type, e.seq, e.payload, ${ms("e.created_at")} AS created_at,
+        e.attempts, due.next_attempt_at AS due_at
+    )
+    SELECT id, event_id, source, type, seq, payload, created_at, attempts FROM claimed ORDER BY due_at, id`,
+
+  reschedule: `
+    UPDATE ${t.events} SET next_attempt_at = ${ts("$2")}, last_error = $3 WHERE id = ANY($1::int8[])`,
+
+  /** $1 older than, $2 limit. */
+  expireDelete: `
+    WITH doomed AS (
+      DELETE FROM ${t.events} WHERE id IN (
+        SELECT id FROM ${t.events} WHERE created_at < ${ts("$1")}
+        ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+      RETURNING source, type
+    )
+    SELECT source, type, count(*) AS count FROM doomed GROUP BY source, type ORDER BY source, type`,
+
+  /** $1 older than, $2 limit, $3 now. */
+  expireDeadLetter: `
+    WITH doomed AS (
+      DELETE FROM ${t.events} WHERE id IN (
+        SELECT id FROM ${t.events} WHERE created_at < ${ts("$1")}
+        ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+      RETURNING *
+    ),
+    moved AS (
+      INSERT INTO ${t.deadLetters} (${deadLetterColumns})
+      SELECT id, source, type, seq, event_id, payload, created_at, next_attempt_at, attempts, last_error,
+        ${ts("$3")}, 'expired', 'not delivered before its time to live ran out'
+      FROM doomed
+      ON CONFLICT (id) DO UPDATE SET dead_lettered_at = EXCLUDED.dead_lettered_at, code = EXCLUDED.code,
+        reason = EXCLUDED.reason
+    )
+    SELECT source, type, count(*) AS count FROM doomed GROUP BY source, type ORDER BY source, type`,
+
+  /** $1 row ids, $2 codes, $3 reasons, $4 now. */
+  deadLetter: `
+    WITH input AS (
+      SELECT * FROM unnest($1::int8[], $2::text[], $3::text[]) AS i(id, code, reason)
+    ),
+    moved AS (
+      DELETE FROM ${t.events} e USING input i WHERE e.id = i.id
+      RETURNING e.*, i.code AS dl_code, i.reason AS dl_reason
+    ),
+    inserted AS (
+      INSERT INTO ${t.deadLetters} (${deadLetterColumns})
+      SELECT id, source, type, seq, event_id, payload, created_at, next_attempt_at, attempts, last_error,
+        ${ts("$4")}, dl_code, dl_reason
+      FROM moved
+      ON CONFLICT (id) DO UPDATE SET dead_lettered_at = EXCLUDED.dead_lettered_at, code = EXCLUDED.code,
+        reason = EXCLUDED.reason
+      RETURNING 1
+    )
+    SELECT count(*) FROM inserted`,
+
+  stats: `
+    WITH ev AS (${estimate(t.events)}),
+    dl AS (${estimate(t.deadLetters)}),
+    ev_sample AS (
+      SELECT octet_length(payload) AS bytes FROM ${t.events}
+      WHERE (SELECT est FROM ev) < ${exactCountLimit} LIMIT ${exactCountLimit + 1}
+    ),
+    dl_sample AS (
+      SELECT 1 FROM ${t.deadLetters} WHERE (SELECT est FROM dl) < ${exactCountLimit} LIMIT ${exactCountLimit + 1}
+    )
+    SELECT
+      (SELECT est FROM ev) AS ev_est,
+      (SELECT count(*) FROM ev_sample) AS ev_count,
+      (SELECT coalesce(sum(bytes), 0)::float8 FROM ev_sample) AS ev_bytes,
+      (SELECT avg_width::float8 FROM pg_stats
+        WHERE schemaname = current_schema() AND tablename = '${t.events}' AND attname = 'payload') AS ev_width,
+      pg_table_size('${t.events}'::regclass)::float8 AS ev_size,
+      (SELECT ${ms("min(created_at)")} FROM ${t.events}) AS oldest,
+      (SELECT est FROM dl) AS dl_est,
+      (SELECT count(*) FROM dl_sample) AS dl_count`,
+
+  countBySourceType: `
+    SELECT source, type, count(*) AS count, ${ms("min(created_at)")} AS oldest
+    FROM ${t.events} GROUP BY source, type ORDER BY source, type`
+})
+
+/**
+ * The planner's row estimate, scaled to the table's current size the way the planner does it
+ * (reltuples / relpages * current pages); -1 when the table was never analyzed.
+ */
+const estimate = (table: string) => `
+  SELECT (CASE
+    WHEN c.relpages > 0
+      THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
+    WHEN c.reltuples >= 0 THEN c.reltuples
+    ELSE -1 END)::float8 AS est
+  FROM pg_class c WHERE c.oid = '${table}'::regclass`
+
+/** WHERE clause and parameters of a dead-letter filter, parameters numbered from `$1`. */
+const deadLetterWhere = (filter: DeadLetterFilter) => {
+  const conditions: Array<string> = []
+  const params: Array<unknown> = []
+  const param = (value: unknown) => {
+    params.push(value)
+    return `$${params.length}`
+  }
+  if (filter.source !== undefined) conditions.push(`source = ${param(filter.source)}`)
+  if (filter.type !== undefined) conditions.push(`type = ${param(filter.type)}`)
+  if (filter.since !== undefined) conditions.push(`dead_lettered_at >= ${ts(param(filter.since))}`)
+  if (filter.until !== undefined) conditions.push(`dead_lettered_at < ${ts(param(filter.until))}`)
+  const where = conditions.length === 0 ? "" : `WHERE ${conditions.join(" AND ")}`
+  const limit = filter.limit === undefined ? "" : `LIMIT ${param(filter.limit)}`
+  return { where, limit, params, param }
+}
+
+const toStoreError = (operation: string) => (error: SqlError): StoreError =>
+  new StoreError({ operation, reason: `${error.reason._tag}: ${error.message}`, retryable: error.isRetryable })
+
+const toNumber = (value: unknown): number => typeof value === "number" ? value : Number(value)
+
+/**
+ * The Store on an SqlClient from the context, which must speak PostgreSQL (sql-pg, or PGlite
+ * through sql-pg's `stream` option). Runs the migrations when built.
+ */
+export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & { readonly serverTimeout?: boolean }) {
+  const t = yield* tables(options.tablePrefix)
+  const queryTimeout = yield* durationOption("queryTimeout", options.queryTimeout, defaultQueryTimeout)
+  const sql = yield* SqlClient.SqlClient
+  yield* migrate(sql, t).pipe(Effect.mapError(toStoreError("migrate")))
+
+  const text = statements(t)
+  // With a server-side statement_timeout, leave the server a moment to answer first: its error
+  // says more than ours.
+  const clientTimeout = options.serverTimeout ? Duration.sum(queryTimeout, Duration.seconds(1)) : queryTimeout
+  const guard = (operation: string) => <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, StoreError> =>
+    effect.pipe(
+      Effect.mapError(toStoreError(operation)),
+      Effect.timeoutOrElse({
+        duration: clientTimeout,
+        orElse: () =>
+          Effect.fail(
+            new StoreError({
+              operation,
+              reason: `no answer within ${Duration.format(clientTimeout)}`,
+              retryable: true
+            })
+          )
+      })
+    )
+
+  const append = Effect.fn("PgStore.append")(function*(
+    events: ReadonlyArray<NewEvent>,
+    options: { readonly now: number; readonly nextAttemptAt: number }
+  ) {
+    const n = events.length
+    if (n === 0) return []
+    const eventIds = new Array<string>(n)
+    const sources = new Array<string>(n)
+    const types = new Array<string>(n)
+    const payloads = new Array<Uint8Array>(n)
+    for (let i = 0; i < n; i++) {
+      const event = events[i]!
+      eventIds[i] = event.eventId
+      sources[i] = event.source
+      types[i] = event.type
+      payloads[i] = event.payload
+    }
+    const rows = yield* sql.unsafe(text.append, [eventIds, sources, types, payloads, options.now, options.nextAttemptAt])
+      .values.pipe(guard("append"))
+    const appended = new Array<Appended>(n)
+    for (const row of rows) {
+      const index = toNumber(row[0]) - 1
+      appended[index] = { rowId: row[1] as bigint, eventId: eventIds[index]!, seq: row[2] as bigint }
+    }
+    for (let i = 0; i < n; i++) {
+      if (appended[i] === undefined) {
+        // Cannot happen unless the statement is broken; the rows are committed, so say so.
+        return yield* new StoreError({
+          operation: "append",
+          reason: `committed ${rows.length} rows for ${n} events but found no answer for event ${i}`,
+          retryable: false
+        })
+      }
+    }
+    return appended
+  })
+
+  const delete_ = Effect.fn("PgStore.delete")(function*(rowIds: ReadonlyArray<bigint>) {
+    if (rowIds.length === 0) return 0
+    const rows = yield* sql.unsafe(text.delete, [rowIds]).values.pipe(guard("delete"))
+    return toNumber(rows[0]?.[0] ?? 0)
+  })
+
+  const claim = Effect.fn("PgStore.claim")(function*(options: ClaimOptions) {
+    if (options.limit <= 0) return []
+    const rows = yield* sql.unsafe(text.claim, [options.now, options.limit, options.leaseBaseMs, options.leaseMaxMs])
+      .values.pipe(guard("claim"))
+    return rows.map((row): StoredEvent => ({
+      rowId: row[0] as bigint,
+      eventId: row[1] as string,
+      source: row[2] as string,
+      type: row[3] as string,
+      seq: row[4] as bigint,
+      payload: row[5] as Uint8Array,
+      createdAt: toNumber(row[6]),
+      attempts: toNumber(row[7])
+    }))
+  })
+
+  const reschedule = Effect.fn("PgStore.reschedule")(function*(
+    rowIds: ReadonlyArray<bigint>,
+    nextAttemptAt: number,
+    error: string
+  ) {
+    if (rowIds.length === 0) return
+    yield* sql.unsafe(text.reschedule, [rowIds, nextAttemptAt, error]).values.pipe(guard("reschedule"))
+  })
+
+  const expire = Effect.fn("PgStore.expire")(function*(options: ExpireOptions) {
+    if (options.limit <= 0) return []
+    const rows = yield* (options.deadLetter
+      ? sql.unsafe(text.expireDeadLetter, [options.olderThan, options.limit, options.now])
+      : sql.unsafe(text.expireDelete, [options.olderThan, options.limit])).values.pipe(guard("expire"))
+    return rows.map((row): ExpiredCount => ({
+      source: row[0] as string,
+      type: row[1] as string,
+      count: toNumber(row[2])
+    }))
+  })
+
+  const deadLetter = Effect.fn("PgStore.deadLetter")(function*(entries: ReadonlyArray<DeadLetterEntry>, now: number) {
+    if (entries.length === 0) return 0
+    const unique = new Map<bigint, DeadLetterEntry>()
+    for (const entry of entries) if (!unique.has(entry.rowId)) unique.set(entry.rowId, entry)
+    const list = Array.from(unique.values())
+    const rows = yield* sql.unsafe(text.deadLetter, [
+      list.map((entry) => entry.rowId),
+      list.map((entry) => entry.code),
+      list.map((entry) => entry.reason),
+      now
+    ]).values.pipe(guard("deadLetter"))
+    return toNumber(rows[0]?.[0] ?? 0)
+  })
+
+  const listDeadLetters = Effect.fn("PgStore.listDeadLetters")(function*(filter: DeadLetterFilter) {
+    const { limit, params, where } = deadLetterWhere(filter)
+    const rows = yield* sql.unsafe(
+      `SELECT id, event_id, source, type, seq, payload, ${ms("created_at")}, ${ms("dead_lettered_at")},
+         attempts, code, reason
+       FROM ${t.deadLetters} ${where} ORDER BY dead_lettered_at, id ${limit}`,
+      params
+    ).values.pipe(guard("listDeadLetters"))
+    return rows.map((row): DeadLetter => ({
+      rowId: row[0] as bigint,
+      eventId: row[1] as string,
+      source: row[2] as string,
+      type: row[3] as string,
+      seq: row[4] as bigint,
+      payload: row[5] as Uint8Array,
+      createdAt: toNumber(row[6]),
+      deadLetteredAt: toNumber(row[7]),
+      attempts: toNumber(row[8]),
+      code: row[9] as string,
+      reason: row[10] as string
+    }))
+  })
+
+  /** Rows come back under their old id, seq and event id; their TTL and attempts start over. */
+  const replayDeadLetters = Effect.fn("PgStore.replayDeadLetters")(function*(filter: DeadLetterFilter, now: number) {
+    const { limit, param, params, where } = deadLetterWhere(filter)
+    const at = ts(param(now))
+    const rows = yield* sql.unsafe(
+      `WITH picked AS (
+         SELECT id FROM ${t.deadLetters} ${where} ORDER BY dead_lettered_at, id ${limit} FOR UPDATE SKIP LOCKED
+       ),
+       moved AS (
+         DELETE FROM ${t.deadLetters} d USING picked p WHERE d.id = p.id RETURNING d.*
+       ),
+       inserted AS (
+         INSERT INTO ${t.events} (id, source, type, seq, event_id, payload, created_at, next_attempt_at, attempts)
+         SELECT id, source, type, seq, event_id, payload, ${at}, ${at}, 0 FROM moved
+         RETURNING 1
+       )
+       SELECT count(*) FROM inserted`,
+      params
+    ).values.pipe(guard("replayDeadLetters"))
+    return toNumber(rows[0]?.[0] ?? 0)
+  })
+
+  const purgeDeadLetters = Effect.fn("PgStore.purgeDeadLetters")(function*(filter: DeadLetterFilter) {
+    const { limit, params, where } = deadLetterWhere(filter)
+    const rows = yield* sql.unsafe(
+      `WITH d AS (
+         DELETE FROM ${t.deadLetters} WHERE id IN (
+           SELECT id FROM ${t.deadLetters} ${where} ORDER BY dead_lettered_at, id ${limit} FOR UPDATE SKIP LOCKED)
+         RETURNING 1
+       )
+       SELECT count(*) FROM d`,
+      params
+    ).values.pipe(guard("purgeDeadLetters"))
+    return toNumber(rows[0]?.[0] ?? 0)
+  })
+
+  /**
+   * Rows in a table whose statistics are missing or stale: the density of the first rows a
+   * sequential scan meets (rows per page), times the table's current pages. Bounded like the
+   * sample it repeats; only runs when that sample hit its limit.
+   */
+  const densityEstimate = (table: string) =>
+    sql.unsafe(
+      `SELECT count(*)::float8 / count(DISTINCT (ctid::text::point)[0])
+         * (pg_relation_size('${table}'::regclass) / current_setting('block_size')::float8)
+       FROM (SELECT ctid FROM ${table} LIMIT ${exactCountLimit + 1}) s`
+    ).values.pipe(guard("stats"), Effect.map((rows) => Math.round(toNumber(rows[0]?.[0] ?? 0))))
+
+  const stats = Effect.gen(function*() {
+    const rows = yield* sql.unsafe(text.stats).values.pipe(guard("stats"))
+    const [evEst, evCount, evBytes, evWidth, evSize, oldest, dlEst, dlCount] = (rows[0] ?? []).map((value) =>
+      value === null ? null : toNumber(value)
+    )
+    // Small tables are counted (bounded by the sample's LIMIT); large ones, or a sample that hit
+    // its limit because the statistics are stale or missing, take the planner's estimate.
+    const counted = Effect.fnUntraced(function*(
+      table: string,
+      est: number | null | undefined,
+      count: number | null | undefined
+    ) {
+      if (est != null && est >= exactCountLimit) return { value: Math.round(est), exact: false }
+      const n = count ?? 0
+      if (n <= exactCountLimit) return { value: n, exact: true }
+      return { value: Math.max(n, yield* densityEstimate(table)), exact: false }
+    })
+    const backlog = yield* counted(t.events, evEst, evCount)
+    const deadLetters = yield* counted(t.deadLetters, dlEst, dlCount)
+    const payloadBytes = backlog.exact
+      ? evBytes ?? 0
+      : (evCount ?? 0) > 0
+      ? Math.round(backlog.value * (evBytes ?? 0) / (evCount ?? 1))
+      : evWidth != null
+      ? Math.round(backlog.value * evWidth)
+      : evSize ?? 0
+    return {
+      backlog: backlog.value,
+      oldestCreatedAt: oldest == null ? Option.none() : Option.some(oldest),
+      payloadBytes,
+      deadLetters: deadLetters.value,
+      exact: backlog.exact && deadLetters.exact
+    } satisfies StoreStats
+  }).pipe(Effect.withSpan("PgStore.stats"))
+
+  const countBySourceType = sql.unsafe(text.countBySourceType).values.pipe(
+    guard("countBySourceType"),
+    Effect.map((rows) =>
+      rows.map((row): SourceTypeCount => ({
+        source: row[0] as string,
+        type: row[1] as string,
+        count: toNumber(row[2]),
+        oldestCreatedAt: toNumber(row[3])
+      }))
+    ),
+    Effect.withSpan("PgStore.countBySourceType")
+  )
+
+  return Store.of({
+    append,
+    delete: delete_,
+    claim,
+    reschedule,
+    expire,
+    deadLetter,
+    listDeadLetters,
+    replayDeadLetters,
+    purgeDeadLetters,
+    stats,
+    countBySourceType
+  })
+})
+
+const durationOption = (option: string, input: Duration.Input | undefined, fallback: Duration.Duration) => {
+  if (input === undefined) return Effect.succeed(fallback)
+  const decoded = Duration.fromInput(input)
+  return Option.isSome(decoded) && Duration.toMillis(decoded.value) > 0 && Duration.isFinite(decoded.value)
+    ? Effect.succeed(decoded.value)
+    : Effect.fail(new InvalidConfig({ option, rule: "must be a positive, finite duration" }))
+}
+
+/** The Store on the SqlClient in the context (sql-pg, or PGlite through sql-pg). */
+export const layerFromClient = (
+  options: PgStoreClientOptions = {}
+): Layer.Layer<Store, InvalidConfig | StoreError, SqlClient.SqlClient> => Layer.effect(Store, make(options))
+
+/**
+ * The Store with its own connection pool. Every session gets `statement_timeout` (the query
+ * timeout) and `idle_in_transaction_session_timeout`, so the server bounds every statement too.
+ */
+export const layer = (options: PgStoreOptions): Layer.Layer<Store, InvalidConfig | StoreError> =>
+  Layer.unwrap(Effect.gen(function*() {
+    yield* tables(options.tablePrefix)
+    const queryTimeout = yield* durationOption("queryTimeout", options.queryTimeout, defaultQueryTimeout)
+    const connectTimeout = yield* durationOption("connectTimeout", options.connectTimeout, defaultConnectTimeout)
+    const maxConnections = options.maxConnections ?? 10
+    if (!Number.isInteger(maxConnections) || maxConnections < 1) {
+      return yield* new InvalidConfig({ option: "maxConnections", rule: "must be a positive integer" })
+    }
+    const timeoutMs = String(Math.ceil(Duration.toMillis(queryTimeout)))
+    const client = PgClient.layer({
+      url: options.url,
+      maxConnections,
+      connectTimeout,
+      ssl: options.ssl,
+      applicationName: options.applicationName ?? "durable-emitter",
+      startupParameters: {
+        statement_timeout: timeoutMs,
+        idle_in_transaction_session_timeout: timeoutMs
+      }
+    })
+    return Layer.effect(Store, make({ ...options, serverTimeout: true })).pipe(
+      Layer.provide(client),
+      Layer.catchTag("SqlError", (error) => Layer.effect(Store, Effect.fail(toStoreError("connect")(error))))
+    )
+  }))
