@@ -1,0 +1,109 @@
+/**
+ * The public facade. `emit` validates and encodes the event, then waits until the write path has
+ * committed it: a receipt means the event is durable. Delivery happens afterwards, in the
+ * background; `flush` waits for it.
+ */
+import { Clock, Context, Effect, Layer, Option } from "effect"
+import type { EmitterOptions } from "./Config.ts"
+import { type EmitError, EventTooLarge, InvalidEvent } from "./Errors.ts"
+import * as Event from "./Event.ts"
+import { Health, type HealthReport } from "./Health.ts"
+import * as Metrics from "./Metrics.ts"
+import { Publisher } from "./Publisher.ts"
+import { Sequencer } from "./Sequencer.ts"
+import type { NewEvent } from "./Store.ts"
+
+/** Proof that an event is committed. */
+export interface EmitReceipt {
+  /** CloudEvent id, identical on every delivery attempt. */
+  readonly id: string
+  /** Durable per-(source, type) sequence number, stamped as the `seqnum` attribute. */
+  readonly seq: bigint
+  readonly source: string
+  readonly type: string
+}
+
+export type EmitterSettings = Pick<EmitterOptions, "name" | "maxEventBytes">
+
+export class Emitter extends Context.Service<Emitter, {
+  /** Commits one event; the receipt is returned only after the commit. */
+  readonly emit: (event: Event.EmitInput) => Effect.Effect<EmitReceipt, EmitError>
+  /** Commits several events in one transaction: all or none. Receipts in input order. */
+  readonly emitAll: (events: ReadonlyArray<Event.EmitInput>) => Effect.Effect<ReadonlyArray<EmitReceipt>, EmitError>
+  /**
+   * Completes when every event emitted before the call is delivered (and its row deleted),
+   * dead-lettered, or left to the retransmitter.
+   */
+  readonly flush: Effect.Effect<void>
+  /** Liveness of every loop, transport state, backlog against the TTL, and a verdict. */
+  readonly health: Effect.Effect<HealthReport>
+}>()("durable-emitter/Emitter") {
+  static readonly layer = (settings: EmitterSettings): Layer.Layer<Emitter, never, Sequencer | Publisher | Health> =>
+    Layer.effect(Emitter, make(settings))
+
+  /** `yield* Emitter.emit(event)` inside a program that provides the Emitter. */
+  static readonly emit = (event: Event.EmitInput) => Emitter.use((emitter) => emitter.emit(event))
+  static readonly emitAll = (events: ReadonlyArray<Event.EmitInput>) => Emitter.use((emitter) => emitter.emitAll(events))
+  static readonly flush = Emitter.use((emitter) => emitter.flush)
+  static readonly health = Emitter.use((emitter) => emitter.health)
+}
+
+/** W3C traceparent of the current span, carried in the event so a consumer continues the trace. */
+const traceparent = Effect.map(Effect.option(Effect.currentSpan), Option.match({
+  onNone: () => undefined,
+  onSome: (span) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+}))
+
+const countError = (error: EmitError) => Metrics.count(Metrics.emitErrors, 1, { reason: error._tag })
+
+const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
+  const sequencer = yield* Sequencer
+  const publisher = yield* Publisher
+  const health = yield* Health
+
+  const prepareAll = Effect.fnUntraced(function*(inputs: ReadonlyArray<Event.EmitInput>) {
+    const context: Event.PrepareContext = {
+      emitterName: settings.name,
+      maxEventBytes: settings.maxEventBytes,
+      now: yield* Clock.currentTimeMillis,
+      traceparent: yield* traceparent
+    }
+    const prepared: Array<NewEvent> = []
+    for (let i = 0; i < inputs.length; i++) {
+      const event = Event.prepare(inputs[i]!, context)
+      if (event instanceof InvalidEvent) {
+        return yield* (inputs.length === 1 ? event : new InvalidEvent({ field: `[${i}].${event.field}`, rule: event.rule }))
+      }
+      if (event instanceof EventTooLarge) return yield* event
+      prepared.push(event)
+    }
+    return prepared
+  })
+
+  const emitAll = Effect.fn("Emitter.emitAll")(
+    function*(inputs: ReadonlyArray<Event.EmitInput>) {
+      const prepared = yield* prepareAll(inputs)
+      const appended = yield* sequencer.submit(prepared)
+      return prepared.map((event, i): EmitReceipt => ({ id: event.eventId, seq: appended[i]!.seq, source: event.source, type: event.type }))
+    },
+    Effect.tapError(countError),
+    Effect.trackDuration(Metrics.emitLatency)
+  )
+
+  const emit = Effect.fn("Emitter.emit")(
+    function*(input: Event.EmitInput) {
+      const [event] = yield* prepareAll([input])
+      const [appended] = yield* sequencer.submit([event!])
+      return { id: event!.eventId, seq: appended!.seq, source: event!.source, type: event!.type } satisfies EmitReceipt
+    },
+    Effect.tapError(countError),
+    Effect.trackDuration(Metrics.emitLatency)
+  )
+
+  return Emitter.of({
+    emit,
+    emitAll,
+    flush: publisher.flush.pipe(Effect.withSpan("Emitter.flush")),
+    health: health.report
+  })
+})

@@ -1,0 +1,343 @@
+/**
+ * Delivery of committed events. A dispatcher fiber batches the queue by count, bytes and linger;
+ * a pool of senders (`publishConcurrency`) sends batches concurrently so one slow or hung request
+ * holds up only itself. Each sender retries what is retryable, only for the events that failed,
+ * with exponential backoff and jitter floored by the server's push-back, within a retry budget;
+ * what it cannot deliver stays in the table for the retransmitter. Acks become coalesced deletes;
+ * permanent per-event failures are moved to the dead-letter table with their code and reason.
+ */
+import { Cause, Clock, Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Queue, Random, Schedule, Semaphore } from "effect"
+import type { EmitterOptions } from "./Config.ts"
+import { withSeqnum } from "./Event.ts"
+import { Handoff } from "./Handoff.ts"
+import * as Metrics from "./Metrics.ts"
+import { retryDelayMs } from "./publisher/backoff.ts"
+import * as Barrier from "./publisher/Barrier.ts"
+import { type DeadLetterEntry, Store, type StoredEvent } from "./Store.ts"
+import { type EventResult, Transport, type TransportError } from "./Transport.ts"
+
+export type PublisherOptions = Pick<
+  EmitterOptions,
+  | "publishBatchSize" | "publishLingerMs" | "publishQueueCapacity" | "publishConcurrency" | "maxRequestBytes"
+  | "retryBaseDelayMs" | "retryMaxDelayMs" | "retryBudgetMs" | "deleteBatchSize" | "deleteLingerMs"
+  | "shutdownTimeoutMs"
+>
+
+/** What the publisher knows about the ingest service, for health. */
+export interface TransportState {
+  readonly lastSuccessAt: number | undefined
+  readonly consecutiveFailures: number
+  readonly lastError: string | undefined
+  /** The last failure was a configuration fault (UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED). */
+  readonly misconfigured: boolean
+}
+
+export interface PublisherState {
+  readonly queued: number
+  /** Accepted and not yet resolved (delivered and deleted, dead-lettered or left to the retransmitter). */
+  readonly pending: number
+  readonly transport: TransportState
+}
+
+export class Publisher extends Context.Service<Publisher, {
+  /** Takes committed events without waiting; what does not fit is left to the retransmitter. */
+  readonly offer: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
+  /** Takes events, waiting for room (the retransmitter's path: backpressure, not loss). */
+  readonly submit: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
+  /** Completes when every event accepted before the call is resolved. */
+  readonly flush: Effect.Effect<void>
+  readonly state: Effect.Effect<PublisherState>
+}>()("durable-emitter/Publisher") {
+  /** Provides the Publisher and the write path's Handoff to it. */
+  static readonly layer = (options: PublisherOptions): Layer.Layer<Publisher | Handoff, never, Store | Transport> =>
+    Layer.effectContext(make(options).pipe(
+      Effect.map((publisher) => Context.make(Publisher, publisher).pipe(Context.add(Handoff, Handoff.of({ offer: publisher.offer }))))
+    ))
+}
+
+interface Item {
+  readonly event: StoredEvent
+  readonly epoch: number
+}
+
+/** Bytes one event adds to a PublishBatch request: payload, seqnum entry, field tag and length. */
+const wireSize = (event: StoredEvent) => event.payload.length + 48
+/** gRPC message prefix and request framing. */
+const requestOverhead = 64
+
+/** Per-event codes that cannot succeed on retry (ingest-wire.md); others (UNKNOWN) are retried. */
+const permanentCodes: ReadonlySet<string> = new Set([
+  "VALIDATION_FAILED", "SCHEMA_MISSING", "ENCODE_ERROR", "DOMAIN_MISCONFIGURATION"
+])
+
+const make = Effect.fnUntraced(function*(options: PublisherOptions) {
+  const store = yield* Store
+  const transport = yield* Transport
+  const queue = yield* Queue.bounded<Item>(options.publishQueueCapacity)
+  const acks = yield* Queue.bounded<Item>(Math.max(options.deleteBatchSize * 4, options.publishBatchSize * options.publishConcurrency))
+  const senders = yield* Semaphore.make(options.publishConcurrency)
+  const inFlight = yield* FiberSet.make<void>()
+  const barrier = Barrier.make()
+  let accepting = true
+  let fullEpisode = false
+  let transportState: TransportState = { lastSuccessAt: undefined, consecutiveFailures: 0, lastError: undefined, misconfigured: false }
+
+  const resolve = (items: ReadonlyArray<Item>) =>
+    Effect.sync(() => {
+      for (const item of items) barrier.resolved(item.epoch, 1)
+    })
+
+  // ---- intake -------------------------------------------------------------------------------
+
+  const offer = (events: ReadonlyArray<StoredEvent>): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (!accepting || events.length === 0) return Effect.void
+      const epoch = barrier.current()
+      let taken = 0
+      while (taken < events.length && Queue.offerUnsafe(queue, { event: events[taken]!, epoch })) taken++
+      barrier.accepted(epoch, taken)
+      if (taken === events.length) return Effect.void
+      const left = events.length - taken
+      const counted = Metrics.count(Metrics.queueFull, left, {})
+      if (fullEpisode) return counted
+      fullEpisode = true
+      return counted.pipe(Effect.andThen(Effect.logWarning(
+        "publish queue full: committed events are left to the retransmitter until it drains",
+        { left, capacity: options.publishQueueCapacity }
+      )))
+    })
+
+  const submit = (events: ReadonlyArray<StoredEvent>): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      for (const event of events) {
+        if (!accepting) return
+        const item: Item = { event, epoch: barrier.current() }
+        // Counted before it is offered: a sender may resolve it before `offer` returns.
+        barrier.accepted(item.epoch, 1)
+        if (Queue.offerUnsafe(queue, item)) continue
+        const offered = yield* Queue.offer(queue, item).pipe(Effect.onInterrupt(() => resolve([item])))
+        if (!offered) return yield* resolve([item])
+      }
+    })
+
+  // ---- acks and dead letters ----------------------------------------------------------------
+
+  /** Store writes after delivery are retried a few times; if they still fail the rows stay (a later duplicate, never a loss). */
+  const storeWrite = <A>(operation: string, effect: Effect.Effect<A, unknown>) =>
+    effect.pipe(
+      Effect.retry({ times: 5, schedule: Schedule.exponential("50 millis") }),
+      Effect.asVoid,
+      Effect.catchCause((cause) => Effect.logError(`${operation} failed; the rows stay and will be sent again`, { cause: Cause.pretty(cause) }))
+    )
+
+  const deleter = Effect.gen(function*() {
+    while (true) {
+      const batch: Array<Item> = [yield* Queue.take(acks)]
+      const fill = () => {
+        while (batch.length < options.deleteBatchSize) {
+          const next = Queue.takeUnsafe(acks)
+          if (next === undefined || Exit.isFailure(next)) break
+          batch.push(next.value)
+        }
+      }
+      fill()
+      if (batch.length < options.deleteBatchSize && options.deleteLingerMs > 0) {
+        yield* Effect.sleep(options.deleteLingerMs)
+        fill()
+      }
+      yield* storeWrite("delete acknowledged rows", store.delete(batch.map((i) => i.event.rowId)))
+      yield* resolve(batch)
+    }
+  })
+
+  const deadLetter = (items: ReadonlyArray<Item>, code: (i: number) => string, reason: (i: number) => string) =>
+    Effect.gen(function*() {
+      if (items.length === 0) return
+      const entries: Array<DeadLetterEntry> = items.map((item, i) => ({ rowId: item.event.rowId, code: code(i), reason: reason(i) }))
+      const now = yield* Clock.currentTimeMillis
+      yield* storeWrite("dead-letter rejected rows", store.deadLetter(entries, now))
+      yield* Effect.forEach(groupByCode(items, code), ([c, group]) => Metrics.countByKey(Metrics.deadLettered, group.map((i) => i.event), { code: c }), { discard: true })
+      yield* Effect.logWarning("events dead-lettered", { count: items.length, codes: [...new Set(entries.map((e) => e.code))], reason: entries[0]!.reason })
+      yield* resolve(items)
+    })
+
+  /** Leaves rows to the retransmitter: they are due again when their lease ends. */
+  const giveUp = (items: ReadonlyArray<Item>, why: string) =>
+    Effect.logWarning("delivery postponed: rows left to the retransmitter", { count: items.length, why }).pipe(
+      Effect.andThen(resolve(items))
+    )
+
+  // ---- sending ------------------------------------------------------------------------------
+
+  const recordFailure = (error: TransportError) =>
+    Effect.sync(() => {
+      transportState = {
+        ...transportState,
+        consecutiveFailures: transportState.consecutiveFailures + 1,
+        lastError: error.message,
+        misconfigured: error.kind === "config"
+      }
+    })
+
+  const recordSuccess = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Effect.sync(() => {
+      transportState = { lastSuccessAt: now, consecutiveFailures: 0, lastError: undefined, misconfigured: false }
+    }))
+
+  /** One request: answers per-event results or the request's error. */
+  const request = (wire: ReadonlyArray<Uint8Array>) =>
+    Effect.gen(function*() {
+      let bytes = requestOverhead
+      for (const w of wire) bytes += w.length + 6
+      yield* Metric.update(Metrics.publishRequestEvents, wire.length)
+      yield* Metric.update(Metrics.publishRequestBytes, bytes)
+      const exit = yield* transport.publishBatch(wire).pipe(Effect.trackDuration(Metrics.publishLatency), Effect.exit)
+      yield* Metrics.count(Metrics.publishRequests, 1, { status: requestStatus(exit) })
+      return exit
+    })
+
+  const send = (batch: ReadonlyArray<Item>): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const start = yield* Clock.currentTimeMillis
+      let items = batch
+      let wire = items.map((i) => withSeqnum(i.event.payload, i.event.seq))
+      let attempt = 0
+      while (items.length > 0) {
+        attempt++
+        const exit = yield* request(wire)
+        let pushBackMs: number | undefined
+        if (Exit.isSuccess(exit)) {
+          yield* recordSuccess
+          const outcome = split(items, wire, exit.value)
+          yield* Queue.offerAll(acks, outcome.delivered)
+          yield* Metrics.countByKey(Metrics.delivered, outcome.delivered.map((i) => i.event))
+          yield* deadLetter(outcome.rejected, (i) => outcome.rejections[i]!.code, (i) => outcome.rejections[i]!.reason)
+          items = outcome.retry
+          wire = outcome.retryWire
+        } else {
+          const error = Cause.findErrorOption(exit.cause)
+          if (error._tag === "None") {
+            // A defect in the transport: treat as retryable, the rows are safe in the table.
+            yield* Effect.logError("transport defect", { cause: Cause.pretty(exit.cause) })
+          } else {
+            const e = error.value
+            yield* recordFailure(e)
+            yield* Metrics.countByKey(Metrics.failed, items.map((i) => i.event), { code: e.code })
+            if (e.kind === "config") {
+              yield* Effect.logError("ingest rejected our configuration; rows kept for the retransmitter", { code: e.code, reason: e.reason })
+              return yield* giveUp(items, e.message)
+            }
+            if (e.kind === "permanent") {
+              if (items.length === 1) return yield* deadLetter(items, () => e.code, () => e.reason)
+              // Isolate the event(s) the server refuses instead of dead-lettering the whole batch.
+              const half = Math.ceil(items.length / 2)
+              yield* send(items.slice(0, half))
+              return yield* send(items.slice(half))
+            }
+            pushBackMs = e.retryAfterMs
+          }
+        }
+        if (items.length === 0) return
+        const delay = retryDelayMs(attempt, { baseMs: options.retryBaseDelayMs, maxMs: options.retryMaxDelayMs }, pushBackMs, yield* Random.next)
+        const now = yield* Clock.currentTimeMillis
+        if (now + delay - start > options.retryBudgetMs) return yield* giveUp(items, "retry budget exhausted")
+        yield* Metrics.count(Metrics.retries, 1, {})
+        if (pushBackMs !== undefined) yield* Metric.update(Metrics.pushBackWaits, Duration.millis(pushBackMs))
+        yield* Effect.sleep(delay)
+      }
+    })
+
+  // ---- dispatch -----------------------------------------------------------------------------
+
+  let carry: Item | undefined
+  const dispatcher = Effect.gen(function*() {
+    while (true) {
+      const first = carry ?? (yield* Queue.take(queue))
+      carry = undefined
+      const batch: Array<Item> = [first]
+      let bytes = requestOverhead + wireSize(first.event)
+      const fill = () => {
+        while (carry === undefined && batch.length < options.publishBatchSize) {
+          const next = Queue.takeUnsafe(queue)
+          if (next === undefined || Exit.isFailure(next)) break
+          const size = wireSize(next.value.event)
+          if (bytes + size > options.maxRequestBytes) carry = next.value
+          else {
+            batch.push(next.value)
+            bytes += size
+          }
+        }
+      }
+      fill()
+      if (carry === undefined && batch.length < options.publishBatchSize && options.publishLingerMs > 0) {
+        yield* Effect.sleep(options.publishLingerMs)
+        fill()
+      }
+      if (Queue.sizeUnsafe(queue) === 0) fullEpisode = false
+      yield* senders.take(1)
+      yield* FiberSet.run(inFlight, send(batch).pipe(Effect.ensuring(senders.release(1))))
+    }
+  })
+
+  yield* Effect.forkScoped(dispatcher)
+  yield* Effect.forkScoped(deleter)
+
+  // Shutdown: stop taking events, deliver what was accepted within the deadline, then stop every
+  // fiber (interrupting requests in flight: no network work after the deadline). Rows not
+  // delivered stay in the table.
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      accepting = false
+      const done = yield* barrier.flush.pipe(Effect.timeoutOption(options.shutdownTimeoutMs))
+      if (done._tag === "None") {
+        yield* Effect.logWarning("shutdown deadline passed; undelivered rows stay in the table", { pending: barrier.pending() })
+      }
+      yield* FiberSet.clear(inFlight)
+    })
+  )
+
+  return Publisher.of({
+    offer,
+    submit,
+    flush: barrier.flush,
+    state: Effect.sync(() => ({ queued: Queue.sizeUnsafe(queue), pending: barrier.pending(), transport: transportState }))
+  })
+})
+
+const requestStatus = (exit: Exit.Exit<unknown, TransportError>) => {
+  if (Exit.isSuccess(exit)) return "ok"
+  const error = Cause.findErrorOption(exit.cause)
+  return error._tag === "Some" ? error.value.code : "defect"
+}
+
+/** Sorts one response into delivered, permanently rejected, and retryable events. */
+const split = (items: ReadonlyArray<Item>, wire: ReadonlyArray<Uint8Array>, results: ReadonlyArray<EventResult>) => {
+  const delivered: Array<Item> = []
+  const rejected: Array<Item> = []
+  const rejections: Array<{ code: string; reason: string }> = []
+  const retry: Array<Item> = []
+  const retryWire: Array<Uint8Array> = []
+  for (let i = 0; i < items.length; i++) {
+    const result = results[i]!
+    if (result._tag === "Delivered") delivered.push(items[i]!)
+    else if (permanentCodes.has(result.code)) {
+      rejected.push(items[i]!)
+      rejections.push(result)
+    } else {
+      retry.push(items[i]!)
+      retryWire.push(wire[i]!)
+    }
+  }
+  return { delivered, rejected, rejections, retry, retryWire }
+}
+
+const groupByCode = (items: ReadonlyArray<Item>, code: (i: number) => string) => {
+  const groups = new Map<string, Array<Item>>()
+  items.forEach((item, i) => {
+    const c = code(i)
+    const group = groups.get(c)
+    if (group === undefined) groups.set(c, [item])
+    else group.push(item)
+  })
+  return groups
+}

@@ -1,0 +1,83 @@
+/**
+ * Recovery. The retransmit loop claims due rows (FOR UPDATE SKIP LOCKED, with a lease that grows
+ * with the attempt count) and feeds them to the same Publisher, claim after claim, until nothing is
+ * due: a backlog drains at full speed, not one page per tick. Rows whose payload cannot be decoded
+ * are dead-lettered instead of retried forever. The expiry loop removes rows past their TTL in
+ * bounded batches (dead-lettering them by default). With `retransmit: false` neither loop runs.
+ */
+import { Clock, Effect, Layer } from "effect"
+import type { EmitterOptions } from "./Config.ts"
+import * as Event from "./Event.ts"
+import { type Liveness, runLoop } from "./Liveness.ts"
+import * as Metrics from "./Metrics.ts"
+import { Publisher } from "./Publisher.ts"
+import { Store, type StoredEvent } from "./Store.ts"
+
+export type RetransmitterOptions = Pick<
+  EmitterOptions,
+  | "retransmit" | "claimBatchSize" | "leaseBaseMs" | "leaseMaxMs" | "retransmitIntervalMs"
+  | "ttlMs" | "deadLetterExpired" | "expiryIntervalMs" | "expiryBatchSize"
+>
+
+const undecodable = (row: StoredEvent): string | undefined => {
+  try {
+    const event = Event.decode(row.payload)
+    return event.id === row.eventId ? undefined : `payload id ${event.id} does not match the row's event id ${row.eventId}`
+  } catch (error) {
+    return `payload is not a CloudEvent: ${error instanceof Error ? error.message : String(error)}`
+  }
+}
+
+const retransmitTick = (options: RetransmitterOptions) =>
+  Effect.gen(function*() {
+    const store = yield* Store
+    const publisher = yield* Publisher
+    const now = yield* Clock.currentTimeMillis
+    const rows = yield* store.claim({ now, limit: options.claimBatchSize, leaseBaseMs: options.leaseBaseMs, leaseMaxMs: options.leaseMaxMs })
+    if (rows.length === 0) return false
+    const poison = rows.flatMap((row) => {
+      const reason = undecodable(row)
+      return reason === undefined ? [] : [{ row, reason }]
+    })
+    if (poison.length > 0) {
+      yield* store.deadLetter(poison.map(({ reason, row }) => ({ rowId: row.rowId, code: "UNDECODABLE", reason })), now)
+      yield* Metrics.countByKey(Metrics.deadLettered, poison.map((p) => p.row), { code: "UNDECODABLE" })
+      yield* Effect.logWarning("undecodable rows dead-lettered", { count: poison.length, reason: poison[0]!.reason })
+    }
+    const good = poison.length === 0 ? rows : rows.filter((row) => !poison.some((p) => p.row === row))
+    yield* Metrics.countByKey(Metrics.retransmitted, good)
+    yield* publisher.submit(good)
+    return true
+  })
+
+const expiryTick = (options: RetransmitterOptions) =>
+  Effect.gen(function*() {
+    const store = yield* Store
+    const now = yield* Clock.currentTimeMillis
+    const counts = yield* store.expire({
+      olderThan: now - options.ttlMs, limit: options.expiryBatchSize, deadLetter: options.deadLetterExpired, now
+    })
+    let total = 0
+    for (const { count, source, type } of counts) {
+      total += count
+      yield* Metrics.count(Metrics.expired, count, { source, type })
+    }
+    if (total > 0) {
+      yield* Effect.logWarning(options.deadLetterExpired ? "expired rows moved to the dead-letter table" : "expired rows deleted", {
+        total, bySourceType: counts.map((c) => `${c.source} ${c.type}: ${c.count}`)
+      })
+    }
+    return total >= options.expiryBatchSize
+  })
+
+export const Retransmitter = {
+  /** The retransmit and expiry loops, forked in the layer's scope (none with `retransmit: false`). */
+  layer: (options: RetransmitterOptions): Layer.Layer<never, never, Store | Publisher | Liveness> =>
+    options.retransmit
+      ? Layer.effectDiscard(Effect.gen(function*() {
+        yield* Effect.forkScoped(runLoop("retransmit", options.retransmitIntervalMs, retransmitTick(options)))
+        yield* Effect.forkScoped(runLoop("expiry", options.expiryIntervalMs, expiryTick(options)))
+        yield* Effect.logInfo("retransmitter started")
+      }))
+      : Layer.effectDiscard(Effect.logInfo("retransmit disabled: no retransmit or expiry loops in this process"))
+}

@@ -1,0 +1,170 @@
+/**
+ * The write path. Concurrent `submit` calls wait in a bounded queue; a few committer fibers take
+ * what is waiting (up to `writeBatchSize` rows, after an optional linger) and write it with ONE
+ * `Store.append`. Every caller is answered after the commit, never before; a failed or timed-out
+ * commit fails every caller of that batch. Committed events go to the Handoff without waiting.
+ */
+import { Cause, Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Queue } from "effect"
+import type { EmitterOptions } from "./Config.ts"
+import { CommitFailed, EmitterClosed, EmitterOverloaded, StoreError } from "./Errors.ts"
+import { Handoff } from "./Handoff.ts"
+import * as Metrics from "./Metrics.ts"
+import { type Appended, type NewEvent, Store, type StoredEvent } from "./Store.ts"
+
+export type SequencerOptions = Pick<
+  EmitterOptions,
+  | "writeBatchSize" | "writeLingerMs" | "writeQueueCapacity" | "writeConcurrency"
+  | "enqueueTimeoutMs" | "commitTimeoutMs" | "firstLeaseMs" | "shutdownTimeoutMs"
+>
+
+export type SubmitError = EmitterOverloaded | EmitterClosed | CommitFailed
+
+/** A group of events committed together and the caller waiting for them. */
+interface Pending {
+  readonly events: ReadonlyArray<NewEvent>
+  readonly done: Deferred.Deferred<ReadonlyArray<Appended>, CommitFailed>
+}
+
+export class Sequencer extends Context.Service<Sequencer, {
+  /** Commits the events in one transaction and answers what the store assigned, in input order. */
+  readonly submit: (events: ReadonlyArray<NewEvent>) => Effect.Effect<ReadonlyArray<Appended>, SubmitError>
+  /** Events waiting for a commit. */
+  readonly queued: Effect.Effect<number>
+}>()("durable-emitter/Sequencer") {
+  static readonly layer = (options: SequencerOptions): Layer.Layer<Sequencer, never, Store | Handoff> =>
+    Layer.effect(Sequencer, make(options))
+}
+
+const toCommitFailed = (cause: Cause.Cause<StoreError | Cause.TimeoutError>): CommitFailed => {
+  const error = Cause.findErrorOption(cause)
+  if (error._tag === "Some" && error.value instanceof StoreError) {
+    // A retryable store error (connection lost, timeout) may have happened after the commit.
+    return new CommitFailed({ reason: error.value.message, retryable: error.value.retryable, committed: error.value.retryable ? "unknown" : "no" })
+  }
+  if (error._tag === "Some") return new CommitFailed({ reason: "the commit timed out", retryable: true, committed: "unknown" })
+  if (Cause.hasInterruptsOnly(cause)) return new CommitFailed({ reason: "the emitter stopped during the commit", retryable: true, committed: "unknown" })
+  return new CommitFailed({ reason: `unexpected failure: ${Cause.pretty(cause)}`, retryable: false, committed: "unknown" })
+}
+
+const rowsOf = (batch: ReadonlyArray<Pending>) => {
+  let n = 0
+  for (const p of batch) n += p.events.length
+  return n
+}
+
+const make = Effect.fnUntraced(function*(options: SequencerOptions) {
+  const store = yield* Store
+  const handoff = yield* Handoff
+  const queue = yield* Queue.bounded<Pending, Cause.Done>(options.writeQueueCapacity)
+  let queuedEvents = 0
+
+  /** Takes what is waiting without blocking, until the batch holds `writeBatchSize` rows. */
+  const fill = (batch: Array<Pending>) => {
+    let rows = rowsOf(batch)
+    while (rows < options.writeBatchSize) {
+      const next = Queue.takeUnsafe(queue)
+      if (next === undefined || Exit.isFailure(next)) break
+      batch.push(next.value)
+      rows += next.value.events.length
+    }
+    return rows
+  }
+
+  const commit = (batch: ReadonlyArray<Pending>) =>
+    Effect.gen(function*() {
+      const events = batch.length === 1 ? batch[0]!.events : batch.flatMap((p) => p.events)
+      queuedEvents -= events.length
+      const now = yield* Clock.currentTimeMillis
+      const exit = yield* store.append(events, { now, nextAttemptAt: now + options.firstLeaseMs }).pipe(
+        Effect.timeout(options.commitTimeoutMs),
+        Metrics.trackCommit(events.length),
+        Effect.exit
+      )
+      if (Exit.isFailure(exit)) {
+        const error = toCommitFailed(exit.cause)
+        yield* Effect.logWarning("commit failed", { events: events.length, reason: error.reason, retryable: error.retryable })
+        for (const p of batch) yield* Deferred.fail(p.done, error)
+        return
+      }
+      const appended = exit.value
+      const committed = events.map((event, i): StoredEvent => ({
+        rowId: appended[i]!.rowId, eventId: event.eventId, source: event.source, type: event.type,
+        seq: appended[i]!.seq, payload: event.payload, createdAt: now, attempts: 0
+      }))
+      yield* Metrics.countByKey(Metrics.emits, events)
+      // Hand off before answering, so that an emit that has returned is covered by a later flush.
+      yield* handoff.offer(committed)
+      let at = 0
+      for (const p of batch) {
+        yield* Deferred.succeed(p.done, appended.slice(at, at + p.events.length))
+        at += p.events.length
+      }
+    }).pipe(
+      // Whatever happens (a defect, an interruption at shutdown), no caller of this batch waits forever.
+      Effect.onExit((exit) =>
+        Exit.isSuccess(exit) ? Effect.void : Effect.forEach(batch, (p) => Deferred.fail(p.done, toCommitFailed(exit.cause)), { discard: true })
+      ),
+      Effect.ignoreCause
+    )
+
+  const committer = Effect.gen(function*() {
+    while (true) {
+      const batch: Array<Pending> = [yield* Queue.take(queue)]
+      if (fill(batch) < options.writeBatchSize && options.writeLingerMs > 0) {
+        yield* Effect.sleep(options.writeLingerMs)
+        fill(batch)
+      }
+      yield* commit(batch)
+    }
+  }).pipe(Effect.catchIf(Cause.isDone, () => Effect.void))
+
+  const committers = yield* Effect.forEach(
+    Array.from({ length: options.writeConcurrency }),
+    () => Effect.forkScoped(committer),
+    { concurrency: "unbounded" }
+  )
+
+  // Shutdown: refuse new events, commit what is queued, then stop. Runs before the committers are
+  // interrupted (finalizers run in reverse order of registration).
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      yield* Queue.end(queue)
+      const drained = yield* Fiber.joinAll(committers).pipe(Effect.timeoutOption(options.shutdownTimeoutMs))
+      if (drained._tag === "None") {
+        yield* Effect.logWarning("shutdown deadline passed with commits still queued")
+        yield* Effect.forEach(committers, Fiber.interrupt, { discard: true })
+        const stranded = yield* Queue.clear(queue).pipe(Effect.orElseSucceed(() => [] as Array<Pending>))
+        const closed = new CommitFailed({ reason: "the emitter closed before the commit", retryable: true, committed: "no" })
+        yield* Effect.forEach(stranded, (p) => Deferred.fail(p.done, closed), { discard: true })
+      }
+    })
+  )
+
+  const enqueue = (pending: Pending): Effect.Effect<void, EmitterOverloaded | EmitterClosed> => {
+    if (Queue.offerUnsafe(queue, pending)) return Effect.void
+    if (queue.state._tag !== "Open") return Effect.fail(new EmitterClosed())
+    return Queue.offer(queue, pending).pipe(
+      Effect.timeoutOption(options.enqueueTimeoutMs),
+      Effect.flatMap((accepted): Effect.Effect<void, EmitterOverloaded | EmitterClosed> => {
+        if (accepted._tag === "None") return Effect.fail(new EmitterOverloaded({ waitedMs: options.enqueueTimeoutMs }))
+        return accepted.value ? Effect.void : Effect.fail(new EmitterClosed())
+      })
+    )
+  }
+
+  const submit = (events: ReadonlyArray<NewEvent>): Effect.Effect<ReadonlyArray<Appended>, SubmitError> =>
+    events.length === 0 ? Effect.succeed([]) : Effect.gen(function*() {
+      const done = yield* Deferred.make<ReadonlyArray<Appended>, CommitFailed>()
+      queuedEvents += events.length
+      yield* enqueue({ events, done }).pipe(Effect.onError(() => Effect.sync(() => queuedEvents -= events.length)))
+      // The committer bounds each commit; this bounds the wait in the queue as well.
+      return yield* Deferred.await(done).pipe(
+        Effect.timeoutOrElse({
+          duration: options.commitTimeoutMs + options.writeLingerMs,
+          orElse: () => Effect.fail(new CommitFailed({ reason: "no commit within commitTimeout", retryable: true, committed: "unknown" }))
+        })
+      )
+    })
+
+  return Sequencer.of({ submit, queued: Effect.sync(() => queuedEvents) })
+})
