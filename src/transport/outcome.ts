@@ -1,0 +1,183 @@
+/**
+ * Pure mapping from what a PublishBatch call produced (a response, or a ConnectError) to the
+ * Transport port's vocabulary: `EventResult[]` or a `TransportError`, with the server's push-back.
+ */
+import { Code, ConnectError } from "@connectrpc/connect"
+import { durationMs } from "@bufbuild/protobuf/wkt"
+import { Duration, Result } from "effect"
+import { Headers } from "effect/http"
+import type { PublishResponse } from "../gen/chipingress/pb/chip_ingress_pb.js"
+import { PublishErrorCode } from "../gen/chipingress/pb/chip_ingress_pb.js"
+import { RetryInfoSchema } from "../gen/google/rpc/retry_info_pb.js"
+import { delivered, type EventResult, TransportError } from "../Transport.ts"
+
+export type ErrorKind = TransportError["kind"]
+
+/** gRPC status code names as the gRPC spec spells them, lower-cased: `resource_exhausted`. */
+const codeNames: Record<number, string> = {
+  [Code.Canceled]: "canceled",
+  [Code.Unknown]: "unknown",
+  [Code.InvalidArgument]: "invalid_argument",
+  [Code.DeadlineExceeded]: "deadline_exceeded",
+  [Code.NotFound]: "not_found",
+  [Code.AlreadyExists]: "already_exists",
+  [Code.PermissionDenied]: "permission_denied",
+  [Code.ResourceExhausted]: "resource_exhausted",
+  [Code.FailedPrecondition]: "failed_precondition",
+  [Code.Aborted]: "aborted",
+  [Code.OutOfRange]: "out_of_range",
+  [Code.Unimplemented]: "unimplemented",
+  [Code.Internal]: "internal",
+  [Code.Unavailable]: "unavailable",
+  [Code.DataLoss]: "data_loss",
+  [Code.Unauthenticated]: "unauthenticated"
+}
+
+export const grpcCodeName = (code: Code): string => codeNames[code] ?? `code_${code}`
+
+/**
+ * Whether a whole-request failure with this gRPC code can succeed later.
+ * Configuration faults keep the rows and raise an alarm; permanent ones dead-letter the batch, so
+ * only codes that say "this request is bad" are permanent. Anything unclear is retryable: a
+ * retry costs a duplicate at worst, a wrong dead letter takes events out of the normal flow.
+ */
+export const kindOfCode = (code: Code): ErrorKind => {
+  switch (code) {
+    case Code.Unauthenticated:
+    case Code.PermissionDenied:
+    case Code.Unimplemented:
+      return "config"
+    case Code.InvalidArgument:
+    case Code.FailedPrecondition:
+    case Code.OutOfRange:
+    case Code.NotFound:
+    case Code.AlreadyExists:
+      return "permanent"
+    default:
+      // Unavailable, ResourceExhausted, DeadlineExceeded, Aborted, Internal, Unknown, Canceled, DataLoss
+      return "retryable"
+  }
+}
+
+/** `VALIDATION_FAILED` for 1; numbers this build does not know become `UNRECOGNIZED_<n>`. */
+export const publishErrorCodeName = (code: number): string =>
+  (PublishErrorCode as unknown as Record<number, string | undefined>)[code] ?? `UNRECOGNIZED_${code}`
+
+/**
+ * The per-event answer for a batch of `eventCount` events: an empty list means all were
+ * delivered (older servers), one result per event is taken as given, any other length is a
+ * mismatch (retryable: the server's state is unknown, and a retry only risks duplicates).
+ */
+export const resultsOf = (
+  eventCount: number,
+  response: PublishResponse
+): Result.Result<ReadonlyArray<EventResult>, TransportError> => {
+  const results = response.results
+  if (results.length === 0) return Result.succeed(new Array<EventResult>(eventCount).fill(delivered))
+  if (results.length !== eventCount) {
+    return Result.fail(
+      new TransportError({
+        kind: "retryable",
+        code: "mismatch",
+        reason: `the server answered ${results.length} results for ${eventCount} events`
+      })
+    )
+  }
+  const out = new Array<EventResult>(eventCount)
+  for (let i = 0; i < eventCount; i++) {
+    const error = results[i]!.error
+    out[i] = error === undefined
+      ? delivered
+      : { _tag: "Rejected", code: publishErrorCodeName(error.errorCode), reason: error.reason }
+  }
+  return Result.succeed(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Push-back
+
+export const headerPushbackMs = "grpc-retry-pushback-ms"
+export const headerRetryAfter = "retry-after"
+
+/** `grpc-retry-pushback-ms`: a non-negative integer of milliseconds; anything else is ignored. */
+export const parsePushbackMs = (value: string | null | undefined): number | undefined => {
+  if (value == null) return undefined
+  const trimmed = value.trim()
+  if (!/^\d+$/.test(trimmed)) return undefined
+  const ms = Number(trimmed)
+  return Number.isSafeInteger(ms) ? ms : undefined
+}
+
+/** HTTP `Retry-After`: whole seconds or an HTTP-date, measured from `nowMs` (the Effect Clock). */
+export const parseRetryAfterMs = (value: string | null | undefined, nowMs: number): number | undefined => {
+  if (value == null) return undefined
+  const parsed = Headers.parseRetryAfter(value)
+  if (Result.isFailure(parsed)) return undefined
+  const ms = Duration.toMillis(Headers.retryAfterDelay(parsed.success, nowMs))
+  return Number.isFinite(ms) ? Math.ceil(ms) : undefined
+}
+
+/** A `google.rpc.RetryInfo` detail's delay; missing or negative delays are ignored. */
+export const parseRetryInfoMs = (delay: { readonly seconds: bigint; readonly nanos: number } | undefined): number | undefined => {
+  if (delay === undefined) return undefined
+  const ms = durationMs({ ...delay, $typeName: "google.protobuf.Duration" })
+  return Number.isFinite(ms) && ms >= 0 ? Math.ceil(ms) : undefined
+}
+
+/** The longest of the server's push-back signals, if it sent any valid one. */
+export const largestPushBack = (candidates: ReadonlyArray<number | undefined>): number | undefined => {
+  let max: number | undefined
+  for (const c of candidates) if (c !== undefined && (max === undefined || c > max)) max = c
+  return max
+}
+
+/**
+ * Every push-back a failed call carried: the `grpc-retry-pushback-ms` trailer, `Retry-After`
+ * (connect merges response headers and trailers into `metadata`) and RetryInfo details.
+ */
+export const pushBackMsOf = (error: ConnectError, nowMs: number): number | undefined => {
+  const candidates: Array<number | undefined> = [
+    parsePushbackMs(error.metadata.get(headerPushbackMs)),
+    parseRetryAfterMs(error.metadata.get(headerRetryAfter), nowMs)
+  ]
+  for (const info of error.findDetails(RetryInfoSchema)) candidates.push(parseRetryInfoMs(info.retryDelay))
+  return largestPushBack(candidates)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** The Node.js system error code (ECONNRESET, ERR_HTTP2_…) somewhere in the cause chain, if any. */
+export const networkCause = (error: unknown): string | undefined => {
+  const seen = new Set<unknown>()
+  let current = error
+  while (current instanceof Error && !seen.has(current)) {
+    seen.add(current)
+    const code = (current as { code?: unknown }).code
+    if (typeof code === "string" && /^(E[A-Z]+|ERR_[A-Z0-9_]+)$/.test(code)) return code
+    current = current.cause
+  }
+  return undefined
+}
+
+/** Whether connect raised the error because the client-side deadline passed (not a server status). */
+const isClientDeadline = (error: ConnectError): boolean => error.code === Code.DeadlineExceeded && !error.isWireError
+
+/** Maps whatever a call threw to a TransportError, reading push-back relative to `nowMs`. */
+export const transportErrorOf = (cause: unknown, nowMs: number): TransportError => {
+  const error = ConnectError.from(cause)
+  const network = error.isWireError ? undefined : networkCause(error)
+  const code = isClientDeadline(error) ? "timeout" : network !== undefined ? "network" : grpcCodeName(error.code)
+  const kind = network !== undefined ? "retryable" : kindOfCode(error.code)
+  const retryAfterMs = kind === "retryable" ? pushBackMsOf(error, nowMs) : undefined
+  const reason = error.rawMessage + (network !== undefined && !error.rawMessage.includes(network) ? ` (${network})` : "")
+  return new TransportError(
+    retryAfterMs === undefined
+      ? { kind, code, reason: reason || grpcCodeName(error.code) }
+      : { kind, code, reason: reason || grpcCodeName(error.code), retryAfterMs }
+  )
+}
+
+/** The backstop: the call did not settle within the request timeout. */
+export const timeoutError = (timeoutMs: number): TransportError =>
+  new TransportError({ kind: "retryable", code: "timeout", reason: `no answer within ${timeoutMs} ms` })
