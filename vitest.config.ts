@@ -4,7 +4,7 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     // Integration suites share one PostgreSQL database; each suite uses its own table prefix.
-    testTimeout: 60_000,
+    testTimeout: 30_000,
     hookTimeout: 60_000
   }
 })

@@ -4,7 +4,7 @@
  * `Store.append`. Every caller is answered after the commit, never before; a failed or timed-out
  * commit fails every caller of that batch. Committed events go to the Handoff without waiting.
  */
-import { Cause, Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Queue } from "effect"
+import { Cause, Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Queue, Semaphore } from "effect"
 import type { EmitterOptions } from "./Config.ts"
 import { CommitFailed, EmitterClosed, EmitterOverloaded, StoreError } from "./Errors.ts"
 import { Handoff } from "./Handoff.ts"
@@ -107,15 +107,19 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       Effect.ignoreCause
     )
 
-  const committer = Effect.gen(function*() {
-    while (true) {
-      const batch: Array<Pending> = [yield* Queue.take(queue)]
-      if (fill(batch) < options.writeBatchSize && options.writeLingerMs > 0) {
-        yield* Effect.sleep(options.writeLingerMs)
-        fill(batch)
-      }
-      yield* commit(batch)
+  // One committer collects at a time (and lingers for all), while the others commit: batches
+  // fill up during a commit instead of being split among idle committers.
+  const collecting = Semaphore.makeUnsafe(1)
+  const collect = Effect.gen(function*() {
+    const batch: Array<Pending> = [yield* Queue.take(queue)]
+    if (fill(batch) < options.writeBatchSize && options.writeLingerMs > 0) {
+      yield* Effect.sleep(options.writeLingerMs)
+      fill(batch)
     }
+    return batch
+  })
+  const committer = Effect.gen(function*() {
+    while (true) yield* commit(yield* collecting.withPermits(1)(collect))
   }).pipe(Effect.catchIf(Cause.isDone, () => Effect.void))
 
   const committers = yield* Effect.forEach(

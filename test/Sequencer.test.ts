@@ -1,0 +1,192 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { TestClock } from "effect/testing"
+import * as Config from "../src/Config.ts"
+import { CommitFailed, EmitterClosed, EmitterOverloaded } from "../src/Errors.ts"
+import { Handoff } from "../src/Handoff.ts"
+import { Sequencer, type SequencerOptions } from "../src/Sequencer.ts"
+import type { NewEvent, StoredEvent } from "../src/Store.ts"
+import * as ControlledStore from "./support/ControlledStore.ts"
+
+const event = (n: number, source = "s", type = "t"): NewEvent => ({
+  eventId: `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`,
+  source,
+  type,
+  payload: new Uint8Array([n & 0xff])
+})
+
+const setup = (overrides: Partial<SequencerOptions> = {}) =>
+  Effect.gen(function*() {
+    const control = yield* ControlledStore.make
+    const handed: Array<ReadonlyArray<StoredEvent>> = []
+    const answered: Array<string> = []
+    const handoff = Layer.succeed(Handoff, Handoff.of({ offer: (events) => Effect.sync(() => void handed.push(events)) }))
+    const scope = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(
+      Sequencer.layer({ ...Config.defaults, writeLingerMs: 0, ...overrides }).pipe(
+        Layer.provide([ControlledStore.layer(control), handoff])
+      ),
+      scope
+    )
+    return { control, handed, answered, sequencer: Context.get(context, Sequencer), scope }
+  })
+
+describe("Sequencer", () => {
+  it.effect("group-commits concurrent submits into few appends and answers each in input order", () =>
+    Effect.gen(function*() {
+      const { control, handed, sequencer } = yield* setup()
+      yield* control.appendGate.close
+      const fibers = yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => i), (i) =>
+        Effect.forkChild(sequencer.submit([event(i)])))
+      yield* Effect.yieldNow
+      yield* control.appendGate.open
+      const results = yield* Effect.forEach(fibers, Fiber.join)
+      // The first committer took one event; the others were waiting and went together.
+      assert.isAtMost(control.appends.length, 3)
+      assert.strictEqual(control.appends.reduce((a, b) => a + b, 0), 50)
+      const seqs = results.map((r) => Number(r[0]!.seq)).sort((a, b) => a - b)
+      assert.deepStrictEqual(seqs, Array.from({ length: 50 }, (_, i) => i + 1))
+      results.forEach((r, i) => assert.strictEqual(r[0]!.eventId, event(i).eventId))
+      assert.strictEqual(handed.flat().length, 50)
+    }))
+
+  it.effect("commits a group in one append, even above the batch size", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup({ writeBatchSize: 2 })
+      const result = yield* sequencer.submit([event(1), event(2, "s", "u"), event(3)])
+      assert.deepStrictEqual(control.appends, [3])
+      assert.deepStrictEqual(result.map((r) => r.seq), [1n, 1n, 2n])
+    }))
+
+  it.effect("answers no caller before the commit, and hands events off before answering", () =>
+    Effect.gen(function*() {
+      const { control, handed, sequencer } = yield* setup()
+      yield* control.appendGate.close
+      const fiber = yield* Effect.forkChild(sequencer.submit([event(1)]))
+      yield* Effect.yieldNow
+      assert.isUndefined(fiber.pollUnsafe())
+      assert.strictEqual(handed.length, 0)
+      yield* control.appendGate.open
+      yield* Fiber.join(fiber)
+      assert.strictEqual(handed.length, 1)
+      assert.strictEqual(handed[0]![0]!.eventId, event(1).eventId)
+    }))
+
+  it.effect("waits for the linger to fill a batch", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup({ writeLingerMs: 10, writeBatchSize: 100 })
+      const first = yield* Effect.forkChild(sequencer.submit([event(1)]))
+      yield* TestClock.adjust(5)
+      const second = yield* Effect.forkChild(sequencer.submit([event(2)]))
+      yield* Effect.yieldNow
+      assert.deepStrictEqual(control.appends, [])
+      yield* TestClock.adjust(5)
+      yield* Fiber.join(first)
+      yield* Fiber.join(second)
+      assert.deepStrictEqual(control.appends, [2])
+    }))
+
+  it.effect("does not linger when the batch is already full", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup({ writeLingerMs: 1000, writeBatchSize: 2 })
+      yield* sequencer.submit([event(1), event(2)])
+      assert.deepStrictEqual(control.appends, [2])
+    }))
+
+  it.effect("fails every caller of a failed batch with a typed, retryable error", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup()
+      yield* control.appendGate.close
+      control.failAppends = ControlledStore.connectionLost
+      const fibers = yield* Effect.forEach([1, 2, 3], (i) => Effect.forkChild(Effect.flip(sequencer.submit([event(i)]))))
+      yield* Effect.yieldNow
+      yield* control.appendGate.open
+      const errors = yield* Effect.forEach(fibers, Fiber.join)
+      for (const error of errors) {
+        assert.instanceOf(error, CommitFailed)
+        assert.isTrue((error as CommitFailed).retryable)
+        assert.include(error.message, "connection lost")
+      }
+      control.failAppends = undefined
+      const ok = yield* sequencer.submit([event(4)])
+      assert.strictEqual(ok[0]!.seq, 1n)
+    }))
+
+  it.effect("fails callers when the commit hangs past commitTimeout", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup({ commitTimeoutMs: 1000 })
+      yield* control.appendGate.close
+      const fiber = yield* Effect.forkChild(Effect.flip(sequencer.submit([event(1)])))
+      yield* TestClock.adjust(999)
+      assert.isUndefined(fiber.pollUnsafe())
+      yield* TestClock.adjust(1)
+      const error = yield* Fiber.join(fiber)
+      assert.instanceOf(error, CommitFailed)
+      assert.strictEqual((error as CommitFailed).committed, "unknown")
+    }))
+
+  it.effect("applies backpressure, then fails with EmitterOverloaded after enqueueTimeout", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup({ writeQueueCapacity: 2, writeConcurrency: 1, enqueueTimeoutMs: 500 })
+      yield* control.appendGate.close
+      // One in the committer, two in the queue: the fourth waits for room.
+      const first = yield* Effect.forkChild(sequencer.submit([event(1)]))
+      yield* Effect.yieldNow
+      const held = [first, ...yield* Effect.forEach([2, 3], (i) => Effect.forkChild(sequencer.submit([event(i)])))]
+      yield* Effect.yieldNow
+      const waiting = yield* Effect.forkChild(Effect.flip(sequencer.submit([event(4)])))
+      yield* TestClock.adjust(499)
+      assert.isUndefined(waiting.pollUnsafe())
+      yield* TestClock.adjust(1)
+      const error = yield* Fiber.join(waiting)
+      assert.instanceOf(error, EmitterOverloaded)
+      assert.isTrue((error as EmitterOverloaded).retryable)
+      yield* control.appendGate.open
+      yield* Effect.forEach(held, Fiber.join)
+      assert.strictEqual(control.appends.reduce((a, b) => a + b, 0), 3)
+    }))
+
+  it.effect("an interrupted caller does not break the batch for the others", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup()
+      yield* control.appendGate.close
+      const quitter = yield* Effect.forkChild(sequencer.submit([event(1)]))
+      const stayer = yield* Effect.forkChild(sequencer.submit([event(2)]))
+      yield* Effect.yieldNow
+      yield* Fiber.interrupt(quitter)
+      yield* control.appendGate.open
+      const result = yield* Fiber.join(stayer)
+      assert.strictEqual(result[0]!.eventId, event(2).eventId)
+      // The quitter's event was already queued: it is committed all the same (at-least-once).
+      assert.strictEqual(control.appends.reduce((a, b) => a + b, 0), 2)
+    }))
+
+  it.effect("on shutdown commits what is queued, then refuses with EmitterClosed", () =>
+    Effect.gen(function*() {
+      const { control, scope, sequencer } = yield* setup({ writeConcurrency: 1 })
+      yield* control.appendGate.close
+      const queued = yield* Effect.forEach([1, 2, 3], (i) => Effect.forkChild(sequencer.submit([event(i)])))
+      yield* Effect.yieldNow
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* Effect.yieldNow
+      const refused = yield* Effect.flip(sequencer.submit([event(4)]))
+      assert.instanceOf(refused, EmitterClosed)
+      yield* control.appendGate.open
+      yield* Fiber.join(closing)
+      const results = yield* Effect.forEach(queued, Fiber.join)
+      assert.deepStrictEqual(results.map((r) => r[0]!.seq).sort(), [1n, 2n, 3n])
+    }))
+
+  it.effect("at the shutdown deadline fails what is still queued instead of leaving callers waiting", () =>
+    Effect.gen(function*() {
+      const { control, scope, sequencer } = yield* setup({ writeConcurrency: 1, shutdownTimeoutMs: 100 })
+      yield* control.appendGate.close
+      const queued = yield* Effect.forEach([1, 2], (i) => Effect.forkChild(Effect.flip(sequencer.submit([event(i)]))))
+      yield* Effect.yieldNow
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* TestClock.adjust(100)
+      yield* Fiber.join(closing)
+      const errors = yield* Effect.forEach(queued, Fiber.join)
+      for (const error of errors) assert.instanceOf(error, CommitFailed)
+    }))
+})

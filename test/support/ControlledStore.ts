@@ -1,0 +1,50 @@
+/**
+ * A Store for unit tests of the write and delivery paths: the in-memory store, plus a record of
+ * every append and delete, and switches to make appends wait on a latch or fail.
+ */
+import { Effect, Layer, Latch } from "effect"
+import { StoreError } from "../../src/Errors.ts"
+import { Store } from "../../src/Store.ts"
+import * as MemoryStore from "../../src/testing/MemoryStore.ts"
+
+export interface StoreControl {
+  /** Sizes of the appends, in call order. */
+  readonly appends: Array<number>
+  readonly deletes: Array<ReadonlyArray<bigint>>
+  /** Closed: appends wait until it opens. */
+  readonly appendGate: Latch.Latch
+  /** When set, appends fail with this error. */
+  failAppends: StoreError | undefined
+  readonly store: Store["Service"]
+}
+
+export const make = Effect.gen(function*() {
+  const inner = yield* MemoryStore.make
+  const appendGate = yield* Latch.make(true)
+  const control: StoreControl = {
+    appends: [],
+    deletes: [],
+    appendGate,
+    failAppends: undefined,
+    store: {
+      ...inner,
+      append: (events, options) =>
+        Effect.gen(function*() {
+          control.appends.push(events.length)
+          yield* appendGate.await
+          if (control.failAppends !== undefined) return yield* control.failAppends
+          return yield* inner.append(events, options)
+        }),
+      delete: (rowIds) => Effect.suspend(() => {
+        control.deletes.push(rowIds)
+        return inner.delete(rowIds)
+      })
+    }
+  }
+  return control
+})
+
+export const connectionLost = new StoreError({ operation: "append", reason: "connection lost", retryable: true })
+
+/** A layer with the controlled store and its control, for `it.effect` tests. */
+export const layer = (control: StoreControl) => Layer.succeed(Store, control.store)
