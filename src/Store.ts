@@ -60,7 +60,7 @@ export interface DeadLetterEntry {
   readonly reason: string
 }
 
-/** Selects dead letters; every field narrows. `limit` bounds one call. */
+/** Selects dead letters; every field narrows. `limit` bounds one call (absent: every match). */
 export interface DeadLetterFilter {
   readonly source?: string | undefined
   readonly type?: string | undefined
@@ -136,7 +136,11 @@ export class Store extends Context.Service<Store, {
   /** Moves rows to the dead-letter table with their code and reason, atomically. Returns how many moved. */
   readonly deadLetter: (entries: ReadonlyArray<DeadLetterEntry>, now: number) => Effect.Effect<number, StoreError>
   readonly listDeadLetters: (filter: DeadLetterFilter) => Effect.Effect<ReadonlyArray<DeadLetter>, StoreError>
-  /** Moves matching dead letters back into the events table with the same id and seq, due at `now`. */
+  /**
+   * Moves matching dead letters back into the events table with the same id and seq, due at `now`.
+   * Their attempts and time to live start over (created_at = `now`), so expiry does not take them
+   * straight back.
+   */
   readonly replayDeadLetters: (filter: DeadLetterFilter, now: number) => Effect.Effect<number, StoreError>
   readonly purgeDeadLetters: (filter: DeadLetterFilter) => Effect.Effect<number, StoreError>
   /** Cheap enough to poll every few seconds on a table of a million rows. */
