@@ -191,12 +191,13 @@ const validateEvent = (event: ReceivedEvent): Rejection | undefined => {
   return undefined
 }
 
-const toJsonLine = (event: ReceivedEvent): string => {
+/** The JSON form of a received event (JSON lines file, control endpoint): bytes as base64, times as ISO strings. */
+export const receivedEventJson = (event: ReceivedEvent) => {
   const plain = (v: AttributeValue) =>
     v instanceof Uint8Array ? Buffer.from(v).toString("base64") : v instanceof Date ? v.toISOString() : v
-  const attributes: Record<string, unknown> = {}
+  const attributes: Record<string, string | number | boolean> = {}
   for (const [k, v] of Object.entries(event.attributes)) attributes[k] = plain(v)
-  return JSON.stringify({
+  return {
     id: event.id,
     source: event.source,
     type: event.type,
@@ -206,7 +207,7 @@ const toJsonLine = (event: ReceivedEvent): string => {
     ...(typeof event.data === "string" ? { text_data: event.data } : {}),
     ...(event.data instanceof Uint8Array ? { data_base64: Buffer.from(event.data).toString("base64") } : {}),
     receivedAt: new Date(event.receivedAt).toISOString()
-  }) + "\n"
+  }
 }
 
 const failureError = (context: HandlerContext, failure: FailureSpec): ConnectError => {
@@ -252,7 +253,7 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
       else ids.add(event.id)
     }
     if (recordMode === "events") events.push(event)
-    jsonl?.write(toJsonLine(event))
+    jsonl?.write(JSON.stringify(receivedEventJson(event)) + "\n")
   }
 
   const received: IngestReceived = {

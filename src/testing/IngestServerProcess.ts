@@ -1,0 +1,127 @@
+/**
+ * Runs the reference ingest server in a child process (so its CPU does not compete with the code
+ * under test on the same event loop) and talks to it through its JSON control endpoint.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { createInterface } from "node:readline"
+import { fileURLToPath } from "node:url"
+import { Effect, type Scope } from "effect"
+import type { FaultConfig } from "./ingestFaults.ts"
+import { IngestServerError, type IngestStats, type RequestRecord } from "./IngestServer.ts"
+
+export interface IngestServerProcessOptions {
+  readonly port?: number
+  /** Default "ids". */
+  readonly record?: "events" | "ids" | "counts"
+  readonly jsonl?: string
+  readonly faults?: FaultConfig
+  /** Extra Node.js flags for the child (e.g. ["--max-old-space-size=256"]). */
+  readonly execArgv?: ReadonlyArray<string>
+  /** How long to wait for the child to listen. Default 10 s. */
+  readonly startTimeoutMs?: number
+}
+
+export interface IngestServerProcess {
+  readonly url: string
+  readonly controlUrl: string
+  readonly pid: number
+  readonly stats: () => Promise<IngestStats>
+  readonly requests: () => Promise<ReadonlyArray<RequestRecord>>
+  /** Applies a fault configuration on top of the current one. */
+  readonly faults: (config: FaultConfig) => Promise<void>
+  readonly clearFaults: () => Promise<void>
+  /** Forgets everything received. */
+  readonly clear: () => Promise<void>
+  /** Stops the child (SIGTERM, then SIGKILL after 2 s) and waits for it to exit. */
+  readonly close: () => Promise<void>
+}
+
+const mainPath = () => {
+  // Run the sibling entry point in whatever form this module is in (.ts in the repo, .js in dist).
+  const self = fileURLToPath(import.meta.url)
+  return self.replace(/IngestServerProcess\.(ts|js)$/, "ingest-server-main.$1")
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve()
+    child.once("exit", () => resolve())
+  })
+
+export const spawnIngestServer = async (options: IngestServerProcessOptions = {}): Promise<IngestServerProcess> => {
+  const args = [
+    ...(options.execArgv ?? []),
+    mainPath(),
+    "--exit-with-parent",
+    "--record",
+    options.record ?? "ids",
+    "--port",
+    String(options.port ?? 0),
+    ...(options.jsonl === undefined ? [] : ["--jsonl", options.jsonl]),
+    ...(options.faults === undefined ? [] : ["--faults", JSON.stringify(options.faults)])
+  ]
+  const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] })
+  const lines = createInterface({ input: child.stdout! })
+  const started = await new Promise<{ url: string; controlUrl: string; pid: number }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL")
+      reject(new Error("the ingest server process did not start in time"))
+    }, options.startTimeoutMs ?? 10_000)
+    child.once("exit", (code) => {
+      clearTimeout(timer)
+      reject(new Error(`the ingest server process exited with code ${code} before listening`))
+    })
+    lines.once("line", (line) => {
+      clearTimeout(timer)
+      try {
+        resolve(JSON.parse(line))
+      } catch {
+        reject(new Error(`unexpected first line from the ingest server process: ${line}`))
+      }
+    })
+  })
+  child.removeAllListeners("exit")
+  lines.on("line", () => {}) // keep draining stdout
+
+  const call = async <A>(method: string, path: string, body?: unknown): Promise<A> => {
+    const response = await fetch(started.controlUrl + path, {
+      method,
+      ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } })
+    })
+    const json = (await response.json()) as A & { error?: string }
+    if (!response.ok) throw new Error(`ingest control ${method} ${path}: ${json.error ?? response.status}`)
+    return json
+  }
+
+  let closing: Promise<void> | undefined
+  return {
+    url: started.url,
+    controlUrl: started.controlUrl,
+    pid: started.pid,
+    stats: () => call("GET", "/stats"),
+    requests: () => call("GET", "/requests"),
+    faults: (config) => call<unknown>("POST", "/faults", config).then(() => undefined),
+    clearFaults: () => call<unknown>("DELETE", "/faults").then(() => undefined),
+    clear: () => call<unknown>("POST", "/clear").then(() => undefined),
+    close: () =>
+      (closing ??= (async () => {
+        const done = exited(child)
+        child.kill("SIGTERM")
+        const timer = setTimeout(() => child.kill("SIGKILL"), 2_000)
+        await done
+        clearTimeout(timer)
+      })())
+  }
+}
+
+/** The child process as a scoped resource. */
+export const makeIngestServerProcess = (
+  options: IngestServerProcessOptions = {}
+): Effect.Effect<IngestServerProcess, IngestServerError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      try: () => spawnIngestServer(options),
+      catch: (error) => new IngestServerError({ reason: error instanceof Error ? error.message : String(error) })
+    }),
+    (server) => Effect.promise(() => server.close())
+  )
