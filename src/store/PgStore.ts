@@ -228,7 +228,7 @@ const deadLetterWhere = (filter: DeadLetterFilter) => {
   if (filter.since !== undefined) conditions.push(`dead_lettered_at >= ${ts(param(filter.since))}`)
   if (filter.until !== undefined) conditions.push(`dead_lettered_at < ${ts(param(filter.until))}`)
   const where = conditions.length === 0 ? "" : `WHERE ${conditions.join(" AND ")}`
-  const limit = filter.limit === undefined ? "" : `LIMIT ${param(filter.limit)}`
+  const limit = filter.limit === undefined ? "" : `LIMIT ${param(Math.max(0, Math.floor(filter.limit)))}`
   return { where, limit, params, param }
 }
 
@@ -312,7 +312,7 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
 
   const claim = Effect.fn("PgStore.claim")(function*(options: ClaimOptions) {
     if (options.limit <= 0) return []
-    const rows = yield* sql.unsafe(text.claim, [options.now, options.limit, options.leaseBaseMs, options.leaseMaxMs])
+    const rows = yield* sql.unsafe(text.claim, [options.now, Math.floor(options.limit), options.leaseBaseMs, options.leaseMaxMs])
       .values.pipe(guard("claim"))
     return rows.map((row): StoredEvent => ({
       rowId: row[0] as bigint,
@@ -338,8 +338,8 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
   const expire = Effect.fn("PgStore.expire")(function*(options: ExpireOptions) {
     if (options.limit <= 0) return []
     const rows = yield* (options.deadLetter
-      ? sql.unsafe(text.expireDeadLetter, [options.olderThan, options.limit, options.now])
-      : sql.unsafe(text.expireDelete, [options.olderThan, options.limit])).values.pipe(guard("expire"))
+      ? sql.unsafe(text.expireDeadLetter, [options.olderThan, Math.floor(options.limit), options.now])
+      : sql.unsafe(text.expireDelete, [options.olderThan, Math.floor(options.limit)])).values.pipe(guard("expire"))
     return rows.map((row): ExpiredCount => ({
       source: row[0] as string,
       type: row[1] as string,
