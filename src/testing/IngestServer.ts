@@ -119,6 +119,8 @@ export interface IngestServerOptions {
   readonly pingMessage?: string
   /** Source of randomness for `failFraction`. Default Math.random. */
   readonly random?: () => number
+  /** Compress responses over 1 KiB when the client accepts it (connect's default). Default false. */
+  readonly compressResponses?: boolean
   /** How many request records to keep. Default 100. */
   readonly requestLogSize?: number
 }
@@ -470,6 +472,9 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
   }
 
   const handler = connectNodeAdapter({
+    // Compressed requests are accepted; responses are compressed only when asked for (like a
+    // grpc-go server, which does not compress responses by default).
+    compressMinBytes: options.compressResponses === true ? 1024 : 0xffff_ffff,
     contextValues: (request) =>
       createContextValues().set(rawRequestKey, "stream" in request ? request : undefined),
     routes: (router) => {
@@ -496,9 +501,12 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
   })
 
   // ---- the listener
-  const server = http2.createServer(handler)
+  // HTTP/2 flow control: with the default 64 KiB windows, every request over 64 KiB waits a round
+  // trip for a WINDOW_UPDATE. Real gRPC servers grow their windows (BDP probing); we start large.
+  const server = http2.createServer({ settings: { initialWindowSize: 4 * 1024 * 1024 } }, handler)
   const sessions = new Set<http2.ServerHttp2Session>()
   server.on("session", (session) => {
+    session.setLocalWindowSize(16 * 1024 * 1024)
     sessions.add(session)
     session.on("close", () => {
       sessions.delete(session)

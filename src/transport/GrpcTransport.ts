@@ -5,7 +5,7 @@
  */
 import type * as http2 from "node:http2"
 import type { Transport as ConnectTransport } from "@connectrpc/connect"
-import { compressionGzip, createGrpcTransport, Http2SessionManager, type Http2SessionOptions } from "@connectrpc/connect-node"
+import { compressionBrotli, compressionGzip, createGrpcTransport, Http2SessionManager, type Http2SessionOptions } from "@connectrpc/connect-node"
 import { type Context, Clock, Duration, Effect, Layer, Option, Redacted, Result } from "effect"
 import { InvalidConfig } from "../Errors.ts"
 import { ChipIngress } from "../gen/chipingress/pb/chip_ingress_pb.js"
@@ -24,7 +24,7 @@ export interface GrpcTransportOptions<R = never> {
    * every request (rotating tokens); its failure fails that request.
    */
   readonly headers?: HeaderRecord | Effect.Effect<HeaderRecord, TransportError, R>
-  /** Compress requests with gzip (responses are accepted gzip- or brotli-compressed regardless). */
+  /** Compress requests with gzip, and accept gzip- or brotli-compressed responses. Default false. */
   readonly gzip?: boolean
   /** Per-request deadline (sent as `grpc-timeout` and enforced locally). Default 10 seconds. */
   readonly timeout?: Duration.Input
@@ -115,7 +115,11 @@ export const make = Effect.fnUntraced(function*<R = never>(options: GrpcTranspor
   const connect: ConnectTransport = createGrpcTransport({
     baseUrl: options.url,
     sessionManager: session,
-    ...(options.gzip === true ? { sendCompression: compressionGzip } : {})
+    // Without gzip, do not advertise compressed responses either: connect-node servers would
+    // otherwise gzip every response over 1 KiB (the results list), costing CPU on both ends.
+    ...(options.gzip === true
+      ? { sendCompression: compressionGzip, acceptCompression: [compressionGzip, compressionBrotli] }
+      : { acceptCompression: [] })
   })
 
   const headersOption = options.headers
