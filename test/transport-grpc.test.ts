@@ -2,6 +2,7 @@
  * GrpcTransport against the real reference ingest server over loopback HTTP/2. Real sockets mean
  * real time here (it.live); every timeout is a few hundred milliseconds.
  */
+import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
 import { timestampFromMs } from "@bufbuild/protobuf/wkt"
@@ -350,6 +351,24 @@ describe("GrpcTransport", () => {
       }))
       yield* Effect.promise(() => server.received.waitFor(() => server.connections() === 0, 1000))
       assert.strictEqual(server.received.stats.events, 80)
+    }))
+
+  it.live("https:// uses TLS; the CA is passed through nodeOptions; an untrusted certificate is a config fault", () =>
+    Effect.gen(function*() {
+      const tls = {
+        key: readFileSync(new URL("./fixtures/tls/server.key", import.meta.url)),
+        cert: readFileSync(new URL("./fixtures/tls/server.crt", import.meta.url))
+      }
+      const server = yield* IngestServer.make({ tls })
+      assert.match(server.url, /^https:/)
+      const trusted = yield* GrpcTransport.make({ url: server.url, timeout: "1 second", nodeOptions: { ca: tls.cert } })
+      assert.strictEqual((yield* trusted.publishBatch(events(2))).length, 2)
+      assert.strictEqual(server.received.stats.events, 2)
+      const untrusted = yield* GrpcTransport.make({ url: server.url, timeout: "1 second" })
+      const error = yield* failure(untrusted.publishBatch(events(1)))
+      assert.strictEqual(error.kind, "config")
+      assert.strictEqual(error.code, "tls")
+      assert.include(error.reason, "SELF_SIGNED_CERT")
     }))
 
   it.live("the layer provides Transport", () =>

@@ -128,6 +128,12 @@ describe("outcome: gRPC status classification", () => {
     assert.include(error.reason, "ECONNRESET")
   })
 
+  it("a certificate failure is a configuration fault", () => {
+    const cause = Object.assign(new Error("certificate has expired"), { code: "CERT_HAS_EXPIRED" })
+    const error = transportErrorOf(new ConnectError("certificate has expired", Code.Internal, undefined, undefined, cause), now)
+    assert.deepStrictEqual([error.kind, error.code, error.reason], ["config", "tls", "certificate has expired (CERT_HAS_EXPIRED)"])
+  })
+
   it("connect's own deadline is a retryable timeout; a server's DEADLINE_EXCEEDED keeps its name", () => {
     const local = transportErrorOf(new ConnectError("the operation timed out", Code.DeadlineExceeded), now)
     assert.deepStrictEqual([local.kind, local.code], ["retryable", "timeout"])

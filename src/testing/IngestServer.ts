@@ -1,5 +1,5 @@
 /**
- * The reference ingest server: a real Connect/gRPC server (HTTP/2 without TLS) implementing the
+ * The reference ingest server: a real Connect/gRPC server (HTTP/2, h2c or TLS) implementing the
  * Chip Ingress API (`Publish`, `PublishBatch`, `Ping`). It records what it receives and injects
  * faults on demand (./ingestFaults.ts). Used by tests, the demo and the benchmark; runnable in its
  * own process through ./ingest-server-main.ts.
@@ -119,6 +119,8 @@ export interface IngestServerOptions {
   readonly pingMessage?: string
   /** Source of randomness for `failFraction`. Default Math.random. */
   readonly random?: () => number
+  /** Serve TLS (`https://` URL) with this key and certificate (PEM) instead of h2c. */
+  readonly tls?: { readonly key: string | Buffer; readonly cert: string | Buffer }
   /** Compress responses over 1 KiB when the client accepts it (connect's default). Default false. */
   readonly compressResponses?: boolean
   /** How many request records to keep. Default 100. */
@@ -126,7 +128,7 @@ export interface IngestServerOptions {
 }
 
 export interface IngestServerHandle {
-  /** `http://host:port`, for GrpcTransport's `url`. */
+  /** `http://host:port` (`https://` with `tls`), for GrpcTransport's `url`. */
   readonly url: string
   readonly port: number
   readonly received: IngestReceived
@@ -503,7 +505,10 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
   // ---- the listener
   // HTTP/2 flow control: with the default 64 KiB windows, every request over 64 KiB waits a round
   // trip for a WINDOW_UPDATE. Real gRPC servers grow their windows (BDP probing); we start large.
-  const server = http2.createServer({ settings: { initialWindowSize: 4 * 1024 * 1024 } }, handler)
+  const settings = { initialWindowSize: 4 * 1024 * 1024 }
+  const server: http2.Http2Server | http2.Http2SecureServer = options.tls === undefined
+    ? http2.createServer({ settings }, handler)
+    : http2.createSecureServer({ settings, key: options.tls.key, cert: options.tls.cert }, handler)
   const sessions = new Set<http2.ServerHttp2Session>()
   server.on("session", (session) => {
     session.setLocalWindowSize(16 * 1024 * 1024)
@@ -540,7 +545,7 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
   await start()
   if (options.faults !== undefined) await faults.apply(options.faults)
 
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`
+  const url = `${options.tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${port}`
   return {
     url,
     port,

@@ -147,35 +147,46 @@ export const pushBackMsOf = (error: ConnectError, nowMs: number): number | undef
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-/** The Node.js system error code (ECONNRESET, ERR_HTTP2_…) somewhere in the cause chain, if any. */
-export const networkCause = (error: unknown): string | undefined => {
+/** The first Node.js error code (ECONNRESET, ERR_HTTP2_…, CERT_HAS_EXPIRED) in the cause chain, if any. */
+export const nodeErrorCode = (error: unknown): string | undefined => {
   const seen = new Set<unknown>()
   let current = error
   while (current instanceof Error && !seen.has(current)) {
     seen.add(current)
     const code = (current as { code?: unknown }).code
-    if (typeof code === "string" && /^(E[A-Z]+|ERR_[A-Z0-9_]+)$/.test(code)) return code
+    if (typeof code === "string" && /^[A-Z][A-Z0-9_]+$/.test(code)) return code
     current = current.cause
   }
   return undefined
 }
 
+/** Certificate and TLS handshake failures: a retry will not fix them, a configuration change will. */
+export const isTlsErrorCode = (code: string): boolean =>
+  /^(ERR_TLS_|ERR_SSL_)|CERT|SELF_SIGNED|UNABLE_TO_(VERIFY|GET)|HOSTNAME_MISMATCH/.test(code)
+
 /** Whether connect raised the error because the client-side deadline passed (not a server status). */
 const isClientDeadline = (error: ConnectError): boolean => error.code === Code.DeadlineExceeded && !error.isWireError
 
-/** Maps whatever a call threw to a TransportError, reading push-back relative to `nowMs`. */
+/**
+ * Maps whatever a call threw to a TransportError, reading push-back relative to `nowMs`.
+ * Local failures below gRPC are "network" (retryable) or, for certificate problems, "tls" (config).
+ */
 export const transportErrorOf = (cause: unknown, nowMs: number): TransportError => {
   const error = ConnectError.from(cause)
-  const network = error.isWireError ? undefined : networkCause(error)
-  const code = isClientDeadline(error) ? "timeout" : network !== undefined ? "network" : grpcCodeName(error.code)
-  const kind = network !== undefined ? "retryable" : kindOfCode(error.code)
+  const local = error.isWireError ? undefined : nodeErrorCode(error)
+  const tls = local !== undefined && isTlsErrorCode(local)
+  const code = isClientDeadline(error)
+    ? "timeout"
+    : local === undefined
+    ? grpcCodeName(error.code)
+    : tls
+    ? "tls"
+    : "network"
+  const kind: ErrorKind = local === undefined ? kindOfCode(error.code) : tls ? "config" : "retryable"
   const retryAfterMs = kind === "retryable" ? pushBackMsOf(error, nowMs) : undefined
-  const reason = error.rawMessage + (network !== undefined && !error.rawMessage.includes(network) ? ` (${network})` : "")
-  return new TransportError(
-    retryAfterMs === undefined
-      ? { kind, code, reason: reason || grpcCodeName(error.code) }
-      : { kind, code, reason: reason || grpcCodeName(error.code), retryAfterMs }
-  )
+  const message = error.rawMessage || grpcCodeName(error.code)
+  const reason = local !== undefined && !message.includes(local) ? `${message} (${local})` : message
+  return new TransportError(retryAfterMs === undefined ? { kind, code, reason } : { kind, code, reason, retryAfterMs })
 }
 
 /** The backstop: the call did not settle within the request timeout. */
