@@ -47,12 +47,18 @@ describe("ScriptedTransport", () => {
         { _tag: "Delivered" }
       ])
       assert.strictEqual((yield* Effect.flip(transport.publishBatch(batch(1)))).kind, "config")
+      yield* script.push(Script.reject({ 0: "SCHEMA_MISSING", 2: { code: "ENCODE_ERROR", reason: "bad bytes" } }))
+      assert.deepStrictEqual(yield* transport.publishBatch(batch(3)), [
+        { _tag: "Rejected", code: "SCHEMA_MISSING", reason: "rejected by script" },
+        { _tag: "Delivered" },
+        { _tag: "Rejected", code: "ENCODE_ERROR", reason: "bad bytes" }
+      ])
       assert.strictEqual(yield* script.remaining, 0)
       yield* script.setDefault(Script.permanent())
       assert.strictEqual((yield* Effect.flip(transport.publishBatch(batch(1)))).kind, "permanent")
-      assert.strictEqual(yield* script.callCount, 4)
-      assert.deepStrictEqual((yield* script.deliveredEvents).map((e) => e.id), ["id-0", "id-2"])
-      assert.strictEqual((yield* script.sentEvents).length, 8)
+      assert.strictEqual(yield* script.callCount, 5)
+      assert.deepStrictEqual((yield* script.deliveredEvents).map((e) => e.id), ["id-0", "id-2", "id-1"])
+      assert.strictEqual((yield* script.sentEvents).length, 11)
     }).pipe(Effect.provide(ScriptedTransport.layer([Script.unavailable(250), Script.reject([1], "SCHEMA_MISSING"), Script.config()]))))
 
   it.effect("delays run on the Clock: TestClock drives them", () =>

@@ -52,7 +52,7 @@ export interface SentBatch {
 /** How one call is answered. */
 export type ScriptStep =
   | { readonly _tag: "Deliver" }
-  | { readonly _tag: "Reject"; readonly indices: ReadonlyArray<number>; readonly code: string; readonly reason: string }
+  | { readonly _tag: "Reject"; readonly rejections: ReadonlyMap<number, { readonly code: string; readonly reason: string }> }
   | { readonly _tag: "Fail"; readonly error: TransportError }
   | { readonly _tag: "Delay"; readonly duration: Duration.Input; readonly then: ScriptStep }
   | { readonly _tag: "Hang" }
@@ -64,12 +64,22 @@ export type ScriptStep =
 /** Step constructors. */
 export const Script = {
   deliver: { _tag: "Deliver" } as ScriptStep,
-  /** Rejects the events at `indices` (permanent, per event); the others are delivered. */
-  reject: (indices: ReadonlyArray<number>, code = "VALIDATION_FAILED", reason = "rejected by script"): ScriptStep => ({
+  /**
+   * Rejects events by position (permanent, per event); the others are delivered. Either a list of
+   * indices sharing one code, or per index a code or `{ code, reason }`:
+   * `Script.reject([1, 3])`, `Script.reject({ 0: "SCHEMA_MISSING", 2: { code: "ENCODE_ERROR", reason: "bad" } })`.
+   */
+  reject: (
+    which: ReadonlyArray<number> | Readonly<Record<number, string | { readonly code: string; readonly reason: string }>>,
+    code = "VALIDATION_FAILED",
+    reason = "rejected by script"
+  ): ScriptStep => ({
     _tag: "Reject",
-    indices,
-    code,
-    reason
+    rejections: new Map(
+      Array.isArray(which)
+        ? which.map((i) => [i, { code, reason }] as const)
+        : Object.entries(which).map(([i, r]) => [Number(i), typeof r === "string" ? { code: r, reason } : r] as const)
+    )
   }),
   fail: (error: TransportError): ScriptStep => ({ _tag: "Fail", error }),
   /** UNAVAILABLE, retryable, with an optional server push-back. */
@@ -208,13 +218,15 @@ export const make = (script: ReadonlyArray<ScriptStep> = []) =>
         case "Deliver":
           return Effect.sync(() => applyRules(call, new Array<EventResult>(call.payloads.length).fill(delivered)))
         case "Reject":
-          return Effect.sync(() => {
-            const rejected = new Set(step.indices)
-            return applyRules(
+          return Effect.sync(() =>
+            applyRules(
               call,
-              call.payloads.map((_, i) => (rejected.has(i) ? { _tag: "Rejected", code: step.code, reason: step.reason } : delivered))
+              call.payloads.map((_, i): EventResult => {
+                const rejection = step.rejections.get(i)
+                return rejection === undefined ? delivered : { _tag: "Rejected", ...rejection }
+              })
             )
-          })
+          )
         case "Fail":
           return Effect.fail(step.error)
         case "Delay":

@@ -31,7 +31,9 @@ export interface GrpcTransportOptions<R = never> {
   /**
    * The server's request size limit. A batch above it is split into several requests (in order),
    * and an event that alone exceeds it is answered `Rejected` with code `REQUEST_TOO_LARGE`.
-   * The Publisher is expected to split batches itself; this is the safety net. Default: none.
+   * The Publisher is expected to split batches itself; this is the safety net (each of the split
+   * requests has its own timeout, and if one fails the whole call fails, so events of earlier
+   * requests may be delivered twice on retry). Default: none.
    */
   readonly maxRequestBytes?: number
   /** Passed to `http2.connect` (CA, client certificate, servername, …). */
