@@ -235,6 +235,13 @@ const deadLetterWhere = (filter: DeadLetterFilter) => {
 const toStoreError = (operation: string) => (error: SqlError): StoreError =>
   new StoreError({ operation, reason: `${error.reason._tag}: ${error.message}`, retryable: error.isRetryable })
 
+/**
+ * The driver decodes bytea as a view into the message it received. Rows outlive the query (they
+ * wait in the publish queue), so each payload gets its own copy: a view would pin the whole
+ * message buffer in memory.
+ */
+const ownBytes = (value: unknown): Uint8Array => (value as Uint8Array).slice()
+
 const toNumber = (value: unknown): number => typeof value === "number" ? value : Number(value)
 
 /**
@@ -320,7 +327,7 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
       source: row[2] as string,
       type: row[3] as string,
       seq: row[4] as bigint,
-      payload: row[5] as Uint8Array,
+      payload: ownBytes(row[5]),
       createdAt: toNumber(row[6]),
       attempts: toNumber(row[7])
     }))
@@ -375,7 +382,7 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
       source: row[2] as string,
       type: row[3] as string,
       seq: row[4] as bigint,
-      payload: row[5] as Uint8Array,
+      payload: ownBytes(row[5]),
       createdAt: toNumber(row[6]),
       deadLetteredAt: toNumber(row[7]),
       attempts: toNumber(row[8]),
