@@ -11,7 +11,7 @@
  * committed, the publisher delivers within `shutdownTimeout`, then everything stops; rows not
  * delivered stay in the table for the next start.
  */
-import { Effect, Layer, Metric } from "effect"
+import { Effect, Layer, Metric, Option } from "effect"
 import * as Config from "./Config.ts"
 import { Emitter } from "./Emitter.ts"
 import { Health } from "./Health.ts"
@@ -20,6 +20,8 @@ import * as Metrics from "./Metrics.ts"
 import { Publisher } from "./Publisher.ts"
 import { Retransmitter } from "./Retransmitter.ts"
 import { Sequencer } from "./Sequencer.ts"
+import * as PgStore from "./store/PgStore.ts"
+import * as GrpcTransport from "./transport/GrpcTransport.ts"
 
 /** Logs start and stop, and publishes the effective settings as the config-info gauge. */
 const lifecycle = (options: Config.EmitterOptions) =>
@@ -39,7 +41,43 @@ export const services = (options: Config.EmitterOptions) =>
     Layer.provide(Liveness.layer)
   )
 
+/** The Store the options ask for: PostgreSQL with `databaseUrl`, else the embedded store. */
+const storeLayer = (options: Config.EmitterOptions) =>
+  Option.match(options.databaseUrl, {
+    onSome: (url) =>
+      PgStore.layer({
+        url,
+        tablePrefix: options.tablePrefix,
+        maxConnections: options.maxConnections,
+        queryTimeout: options.commitTimeoutMs,
+        applicationName: options.name
+      }),
+    // Loaded only when used: applications on PostgreSQL never load PGlite's WebAssembly.
+    onNone: () =>
+      Layer.unwrap(Effect.map(
+        Effect.promise(() => import("./store/PgliteStore.ts")),
+        (PgliteStore) => PgliteStore.layer({ dataDir: options.dataDir, tablePrefix: options.tablePrefix, queryTimeout: options.commitTimeoutMs })
+      ))
+  })
+
+const transportLayer = (options: Config.EmitterOptions) =>
+  GrpcTransport.layer({
+    url: options.ingestUrl,
+    headers: options.ingestHeaders,
+    gzip: options.gzip,
+    timeout: options.requestTimeoutMs,
+    maxRequestBytes: options.maxRequestBytes
+  })
+
+/** The whole emitter from resolved options; the Store is exposed too (dead letters, inspection). */
+const fromOptions = (options: Config.EmitterOptions) =>
+  services(options).pipe(Layer.provideMerge(storeLayer(options)), Layer.provide(transportLayer(options)))
+
 export const DurableEmitter = {
+  /** Options from the environment: DATABASE_URL, DURABLE_EMITTER_INGEST_URL, DURABLE_EMITTER_*. */
+  layer: Layer.unwrap(Effect.flatMap(Config.fromEnv, (input) => Effect.map(Config.resolve(input), fromOptions))),
+  /** Options from code; unset options take their defaults (see Config.defaults). */
+  layerWith: (options: Config.EmitterOptionsInput = {}) => Layer.unwrap(Effect.map(Config.resolve(options), fromOptions)),
   /** Everything but the Store and the Transport; fails with InvalidConfig naming the option and the rule. */
   layerNoDeps: (options: Config.EmitterOptionsInput = {}) => Layer.unwrap(Effect.map(Config.resolve(options), services))
 }

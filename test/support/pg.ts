@@ -1,0 +1,20 @@
+/** The test PostgreSQL database and per-test tables, for suites that run against a real one. */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+
+export const databaseUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+
+const runId = `det_${process.pid}_${Date.now().toString(36)}`
+let prefixes = 0
+/** A table prefix no other test (or concurrent test run) uses. */
+export const freshPrefix = () => `${runId}_${prefixes++}`
+
+/** Drops every table of a prefix; runs on its own short-lived connection. */
+export const dropTables = (prefix: string) =>
+  SqlClient.SqlClient.use((sql) =>
+    sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations`)
+  ).pipe(
+    Effect.provide(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 })),
+    Effect.orDie
+  )
