@@ -213,7 +213,7 @@ export const prepare = (input: EmitInput, context: PrepareContext): NewEvent | I
   if (payload.length + seqnumReserve > context.maxEventBytes) {
     return new EventTooLarge({ bytes: payload.length + seqnumReserve, maxBytes: context.maxEventBytes })
   }
-  return { eventId, source: input.source, type: input.type, payload }
+  return { eventId, source: input.source, type: input.type, payload, traceparent: context.traceparent }
 }
 
 // Protobuf framing for the appended map entry: field 5 (attributes), wire type 2.

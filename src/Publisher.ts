@@ -6,7 +6,7 @@
  * what it cannot deliver stays in the table for the retransmitter. Acks become coalesced deletes;
  * permanent per-event failures are moved to the dead-letter table with their code and reason.
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Queue, Random, Schedule, Semaphore } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Queue, Random, Schedule, Semaphore, Tracer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
 import { withSeqnum } from "./Event.ts"
 import { Handoff } from "./Handoff.ts"
@@ -184,17 +184,20 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
       transportState = { lastSuccessAt: now, consecutiveFailures: 0, lastError: undefined, misconfigured: false }
     }))
 
-  /** One request: answers per-event results or the request's error. */
-  const request = (wire: ReadonlyArray<Uint8Array>) =>
+  /** One request, in its own span linked to the emit spans: answers per-event results or the request's error. */
+  const request = (items: ReadonlyArray<Item>, wire: ReadonlyArray<Uint8Array>, attempt: number) =>
     Effect.gen(function*() {
       let bytes = requestOverhead
       for (const w of wire) bytes += w.length + 6
+      yield* Effect.annotateCurrentSpan({ "publish.events": wire.length, "publish.bytes": bytes, "publish.attempt": attempt })
       yield* Metric.update(Metrics.publishRequestEvents, wire.length)
       yield* Metric.update(Metrics.publishRequestBytes, bytes)
       const exit = yield* transport.publishBatch(wire).pipe(Effect.trackDuration(Metrics.publishLatency), Effect.exit)
-      yield* Metrics.count(Metrics.publishRequests, 1, { status: requestStatus(exit) })
+      const status = requestStatus(exit)
+      yield* Metrics.count(Metrics.publishRequests, 1, { status })
+      yield* Effect.annotateCurrentSpan("publish.status", status)
       return exit
-    })
+    }).pipe(Effect.withSpan("Publisher.publishBatch", { links: emitLinks(items), kind: "client" }))
 
   const send = (batch: ReadonlyArray<Item>): Effect.Effect<void> =>
     Effect.gen(function*() {
@@ -204,7 +207,7 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
       let attempt = 0
       while (items.length > 0) {
         attempt++
-        const exit = yield* request(wire)
+        const exit = yield* request(items, wire, attempt)
         let pushBackMs: number | undefined
         if (Exit.isSuccess(exit)) {
           yield* recordSuccess
@@ -303,6 +306,22 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
     state: Effect.sync(() => ({ queued: Queue.sizeUnsafe(queue), pending: barrier.pending(), transport: transportState }))
   })
 })
+
+/** Links from a delivery span to the emit spans of its events (a bounded number of them). */
+const maxLinks = 32
+const emitLinks = (items: ReadonlyArray<Item>): Array<Tracer.SpanLink> => {
+  const links: Array<Tracer.SpanLink> = []
+  for (const { event } of items) {
+    if (links.length >= maxLinks) break
+    const parts = event.traceparent?.split("-")
+    if (parts === undefined || parts.length !== 4) continue
+    links.push({
+      span: Tracer.externalSpan({ traceId: parts[1]!, spanId: parts[2]!, sampled: parts[3] === "01" }),
+      attributes: { "cloudevents.event_id": event.eventId }
+    })
+  }
+  return links
+}
 
 const requestStatus = (exit: Exit.Exit<unknown, TransportError>) => {
   if (Exit.isSuccess(exit)) return "ok"

@@ -89,7 +89,7 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       const appended = exit.value
       const committed = events.map((event, i): StoredEvent => ({
         rowId: appended[i]!.rowId, eventId: event.eventId, source: event.source, type: event.type,
-        seq: appended[i]!.seq, payload: event.payload, createdAt: now, attempts: 0
+        seq: appended[i]!.seq, payload: event.payload, createdAt: now, attempts: 0, traceparent: event.traceparent
       }))
       yield* Metrics.countByKey(Metrics.emits, events)
       // Hand off before answering, so that an emit that has returned is covered by a later flush.

@@ -14,6 +14,8 @@ export interface NewEvent {
   readonly type: string
   /** Encoded io.cloudevents.v1.CloudEvent, without the `seqnum` attribute. */
   readonly payload: Uint8Array
+  /** The emit span (W3C traceparent), kept in memory so the delivery span can link to it; not a column. */
+  readonly traceparent?: string | undefined
 }
 
 /** What `append` assigned to one input event. */
@@ -36,6 +38,8 @@ export interface StoredEvent {
   readonly createdAt: number
   /** Claims so far (the fast path does not count). */
   readonly attempts: number
+  /** The emit span, on the fast path only (rows read back from the table do not carry it). */
+  readonly traceparent?: string | undefined
 }
 
 /** A row moved to the dead-letter table. */
