@@ -58,6 +58,8 @@ export class Publisher extends Context.Service<Publisher, {
 interface Item {
   readonly event: StoredEvent
   readonly epoch: number
+  /** Resolved already: resolving is idempotent, so a recovery path can never count an event twice. */
+  resolved?: boolean
 }
 
 /** Bytes one event adds to a PublishBatch request: payload, seqnum entry, field tag and length. */
@@ -84,7 +86,11 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
 
   const resolve = (items: ReadonlyArray<Item>) =>
     Effect.sync(() => {
-      for (const item of items) barrier.resolved(item.epoch, 1)
+      for (const item of items) {
+        if (item.resolved === true) continue
+        item.resolved = true
+        barrier.resolved(item.epoch, 1)
+      }
     })
 
   // ---- intake -------------------------------------------------------------------------------
@@ -278,7 +284,15 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
       }
       if (Queue.sizeUnsafe(queue) === 0) fullEpisode = false
       yield* senders.take(1)
-      yield* FiberSet.run(inFlight, send(batch).pipe(Effect.ensuring(senders.release(1))))
+      yield* FiberSet.run(inFlight, send(batch).pipe(
+        // A defect must not strand the batch (flush would wait for it): its rows stay in the table.
+        Effect.catchDefect((defect) =>
+          Effect.logError("publisher defect; rows left to the retransmitter", { defect: String(defect) }).pipe(
+            Effect.andThen(resolve(batch))
+          )
+        ),
+        Effect.ensuring(senders.release(1))
+      ))
     }
   })
 
