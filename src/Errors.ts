@@ -90,3 +90,23 @@ export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidC
     return `invalid configuration: ${this.option}: ${this.rule}`
   }
 }
+
+/**
+ * The embedded store's data directory is open in another process, or in another layer of this
+ * one (`holderPid` is then this process). One process at a time may open it; the layer fails at
+ * build time and nothing was opened. Retryable: the holder may close it.
+ */
+export class StoreLocked extends Schema.TaggedError<StoreLocked>()("StoreLocked", {
+  dataDir: Schema.String,
+  lockFile: Schema.String,
+  holderPid: Schema.Number
+}) {
+  override get message() {
+    const holder = this.holderPid === process.pid ? `this process (pid ${this.holderPid})` : `process ${this.holderPid}`
+    return `store locked: the data directory ${this.dataDir} is in use by ${holder} (lock file ${this.lockFile}); ` +
+      "an embedded store can be open in one process at a time"
+  }
+  get retryable() {
+    return true
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * The embedded Store: PGlite (PostgreSQL compiled to WebAssembly) in this process, driven by
+ * `@effect/sql-pg` over an in-process wire-protocol bridge (one connection), so the SQL and the
+ * migrations are exactly the PostgreSQL Store's (`PgStore.layerFromClient`).
+ *
+ * Layout of `dataDir` (created if missing):
+ *   durable-emitter.lock   the pid of the process that has it open (see `acquireLock`)
+ *   pgdata/                PGlite's PostgreSQL data directory
+ *
+ * Durability: a commit survives a crash of this process (kill -9, an uncaught exception), not a
+ * power loss or an OS crash. PGlite's file system writes straight through to the host's files
+ * (Emscripten NODEFS: every write is a `write(2)`), and `synchronous_commit` is on, so when
+ * `append` returns the commit's WAL is in the operating system's hands; after a crash the next
+ * open replays it. PGlite runs PostgreSQL with fsync off and NODEFS makes fsync a no-op, so
+ * nothing is forced to the disk: what the OS had not written out is lost with the machine.
+ *
+ * `dataDir: "memory://"` keeps the database in memory, without a lock: for tests.
+ */
+import { PGlite } from "@electric-sql/pglite"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Layer, type Scope } from "effect"
+import type * as Reactivity from "effect/reactivity/Reactivity"
+import type { SqlClient } from "effect/sql"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { InvalidConfig, StoreError, StoreLocked } from "../Errors.ts"
+import type { Store } from "../Store.ts"
+import { makeBridge } from "./pgliteBridge.ts"
+import * as PgStore from "./PgStore.ts"
+import { tables } from "./pgSchema.ts"
+
+export interface PgliteStoreClientOptions {
+  /** The data directory, created if missing; `"memory://"` for an in-memory database (tests). */
+  readonly dataDir: string
+}
+
+export interface PgliteStoreOptions extends PgliteStoreClientOptions, PgStore.PgStoreClientOptions {}
+
+/** The `dataDir` of an in-memory database: nothing is written to disk, nothing is locked. */
+export const memory = "memory://"
+
+export const lockFileName = "durable-emitter.lock"
+export const pgdataDirName = "pgdata"
+
+// ---------------------------------------------------------------------------------------------
+// The lock file
+
+type LockAttempt =
+  | { readonly _tag: "Acquired" }
+  | { readonly _tag: "Held"; readonly pid: number }
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    // EPERM: the process exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
+const errnoOf = (error: unknown) => (error as NodeJS.ErrnoException | undefined)?.code
+
+const readIfExists = (file: string): string | undefined => {
+  try {
+    return fs.readFileSync(file, "utf8")
+  } catch (error) {
+    if (errnoOf(error) === "ENOENT") return undefined
+    throw error
+  }
+}
+
+const unlinkIfExists = (file: string) => {
+  try {
+    fs.unlinkSync(file)
+  } catch (error) {
+    if (errnoOf(error) !== "ENOENT") throw error
+  }
+}
+
+const parsePid = (content: string): number | undefined => {
+  const pid = Number(content.trim())
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined
+}
+
+/**
+ * Takes `lockFile` for this process, or names the live process that holds it.
+ *
+ * The file appears with its content in one step (written under a private name, then hard-linked
+ * into place; the link fails if the lock exists), so a reader never sees it half-written. A lock
+ * whose pid is not alive (or that holds no pid) is stale: it is renamed away, which only one
+ * contender can do, then checked; if it turns out to be a fresh lock that replaced the stale one
+ * in the meantime, it is put back.
+ */
+const tryLock = (lockFile: string): LockAttempt => {
+  const mine = `${process.pid}\n`
+  const scratch = `${lockFile}.${process.pid}.${Math.random().toString(36).slice(2)}`
+  fs.writeFileSync(scratch, mine, { flag: "wx" })
+  try {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      try {
+        fs.linkSync(scratch, lockFile)
+        return { _tag: "Acquired" }
+      } catch (error) {
+        if (errnoOf(error) !== "EEXIST") throw error
+      }
+      const content = readIfExists(lockFile)
+      if (content === undefined) continue
+      const holder = parsePid(content)
+      if (holder !== undefined && isAlive(holder)) return { _tag: "Held", pid: holder }
+      const moved = `${scratch}.stale`
+      try {
+        fs.renameSync(lockFile, moved)
+      } catch (error) {
+        if (errnoOf(error) === "ENOENT") continue
+        throw error
+      }
+      if (readIfExists(moved) !== content) {
+        try {
+          fs.linkSync(moved, lockFile)
+        } catch (error) {
+          if (errnoOf(error) !== "EEXIST") throw error
+        }
+      }
+      unlinkIfExists(moved)
+    }
+    throw new Error(`could not take ${lockFile}: it kept changing under us`)
+  } finally {
+    unlinkIfExists(scratch)
+  }
+}
+
+/** Removes the lock if it is still ours (nobody took it over while we held it). */
+const unlock = (lockFile: string) => {
+  const content = readIfExists(lockFile)
+  if (content !== undefined && parsePid(content) === process.pid) unlinkIfExists(lockFile)
+}
+
+/**
+ * Holds `<dataDir>/durable-emitter.lock` for the scope: fails with `StoreLocked` naming the holder
+ * when a live process (this one included) has it; takes over a lock left by a dead process.
+ */
+export const acquireLock = (dataDir: string): Effect.Effect<void, StoreLocked | StoreError, Scope.Scope> => {
+  const lockFile = path.join(dataDir, lockFileName)
+  return Effect.acquireRelease(
+    Effect.try({
+      try: () => {
+        fs.mkdirSync(dataDir, { recursive: true })
+        return tryLock(lockFile)
+      },
+      catch: (error) =>
+        new StoreError({ operation: "open", reason: `cannot lock ${lockFile}: ${String(error)}`, retryable: false })
+    }).pipe(
+      Effect.flatMap((attempt) =>
+        attempt._tag === "Acquired"
+          ? Effect.void
+          : Effect.fail(new StoreLocked({ dataDir, lockFile, holderPid: attempt.pid }))
+      )
+    ),
+    () =>
+      Effect.try(() => unlock(lockFile)).pipe(
+        Effect.catch((error) => Effect.logWarning(`could not remove the lock file ${lockFile}`, error))
+      )
+  )
+}
+
+// ---------------------------------------------------------------------------------------------
+// PGlite and the client
+
+const openPglite = (pgdata: string | undefined): Effect.Effect<PGlite, StoreError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      try: () => PGlite.create(pgdata ?? memory),
+      catch: (error) =>
+        new StoreError({
+          operation: "open",
+          reason: `cannot open PGlite in ${pgdata ?? memory}: ${String(error)}`,
+          retryable: false
+        })
+    }),
+    (pglite) =>
+      Effect.tryPromise(() => pglite.close()).pipe(
+        Effect.catch((error) => Effect.logWarning("PGlite did not close cleanly", error))
+      )
+  )
+
+/**
+ * A PgClient (and SqlClient) on PGlite in `dataDir`, for the scope: the lock is taken first and
+ * released last, PGlite is closed after the client.
+ */
+export const makeClient = (
+  options: PgliteStoreClientOptions
+): Effect.Effect<PgClient.PgClient, StoreError | StoreLocked | InvalidConfig, Scope.Scope | Reactivity.Reactivity> =>
+  Effect.gen(function*() {
+    const { dataDir } = options
+    if (typeof dataDir !== "string" || dataDir.length === 0) {
+      return yield* new InvalidConfig({ option: "dataDir", rule: "must be a non-empty path, or \"memory://\"" })
+    }
+    let pgdata: string | undefined
+    if (dataDir !== memory) {
+      const dir = path.resolve(dataDir)
+      yield* acquireLock(dir)
+      pgdata = path.join(dir, pgdataDirName)
+    }
+    const pglite = yield* openPglite(pgdata)
+    const bridge = makeBridge(pglite)
+    return yield* PgClient.makeClient({
+      stream: bridge.connect,
+      ssl: false,
+      username: "postgres",
+      database: "postgres",
+      applicationName: "durable-emitter"
+    }).pipe(
+      Effect.mapError((error) =>
+        new StoreError({ operation: "connect", reason: `${error.reason._tag}: ${error.message}`, retryable: false })
+      )
+    )
+  })
+
+/** `PgClient | SqlClient` on PGlite in `dataDir` (see `makeClient`). */
+export const layerClient = (
+  options: PgliteStoreClientOptions
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError | StoreLocked | InvalidConfig> =>
+  PgClient.layerFrom(makeClient(options))
+
+/**
+ * The embedded Store: PGlite in `dataDir`, the PostgreSQL Store's SQL and migrations. Fails with
+ * `StoreLocked` when another process (or another layer of this one) has the directory open.
+ */
+export const layer = (options: PgliteStoreOptions): Layer.Layer<Store, InvalidConfig | StoreError | StoreLocked> =>
+  Layer.unwrap(Effect.gen(function*() {
+    yield* tables(options.tablePrefix) // fail on a bad prefix before opening anything
+    const { dataDir: _, ...storeOptions } = options
+    return PgStore.layerFromClient(storeOptions).pipe(Layer.provide(layerClient(options)))
+  }))
