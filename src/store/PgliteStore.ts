@@ -167,10 +167,38 @@ export const acquireLock = (dataDir: string): Effect.Effect<void, StoreLocked | 
 // ---------------------------------------------------------------------------------------------
 // PGlite and the client
 
+/**
+ * A freshly initialized data directory, made once per process and copied into every later
+ * in-memory database: initdb takes most of a second, loading the copy a fraction of that.
+ */
+let memoryTemplate: Promise<Blob> | undefined
+
+/**
+ * PGlite's defaults, plus `synchronous_commit` pinned on (it is PGlite's default today): a commit
+ * returns only after its WAL is written, which is what makes it survive a crash. With it off, a
+ * SIGKILL loses every commit since the last WAL write (tried: all 1 550 rows of 31 batches). On
+ * the command line it outranks postgresql.conf, ALTER SYSTEM, and the bridge's DISCARD ALL.
+ */
+const startParams = [...PGlite.defaultStartParams, "-c", "synchronous_commit=on"]
+
+const createInMemory = async (): Promise<PGlite> => {
+  if (memoryTemplate !== undefined) {
+    const template = await memoryTemplate.catch(() => undefined)
+    if (template !== undefined) return PGlite.create({ loadDataDir: template, startParams })
+  }
+  const pglite = await PGlite.create(memory, { startParams })
+  if (memoryTemplate === undefined) {
+    memoryTemplate = pglite.dumpDataDir("none")
+    memoryTemplate.catch(() => (memoryTemplate = undefined))
+    await memoryTemplate.catch(() => undefined)
+  }
+  return pglite
+}
+
 const openPglite = (pgdata: string | undefined): Effect.Effect<PGlite, StoreError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({
-      try: () => PGlite.create(pgdata ?? memory),
+      try: () => pgdata === undefined ? createInMemory() : PGlite.create(pgdata, { startParams }),
       catch: (error) =>
         new StoreError({
           operation: "open",
