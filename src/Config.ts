@@ -26,7 +26,7 @@ export interface EmitterOptions {
   readonly writeBatchSize: number
   /** How long the write path waits to fill a commit batch once the first event is there (0 = no wait). */
   readonly writeLingerMs: number
-  /** Events waiting for a commit; when full, `emit` waits up to `enqueueTimeoutMs`. */
+  /** Events waiting for a commit; when full, `emit` waits up to `enqueueTimeout`. */
   readonly writeQueueCapacity: number
   /** Commits in flight at once. */
   readonly writeConcurrency: number
@@ -70,8 +70,9 @@ export interface EmitterOptions {
   readonly retransmit: boolean
   /** First lease of a new row: the retransmitter leaves it to the fast path until then. */
   readonly firstLeaseMs: number
-  /** Lease of a claimed row: base × 2^attempts, capped at leaseMaxMs. */
+  /** Lease of a claimed row: leaseBase × 2^attempts, capped at leaseMax. */
   readonly leaseBaseMs: number
+  /** Cap of a claimed row's lease. */
   readonly leaseMaxMs: number
   /** Rows claimed at once. */
   readonly claimBatchSize: number
