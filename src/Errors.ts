@@ -102,9 +102,11 @@ export class StoreLocked extends Schema.TaggedError<StoreLocked>()("StoreLocked"
   holderPid: Schema.Number
 }) {
   override get message() {
-    const holder = this.holderPid === process.pid ? `this process (pid ${this.holderPid})` : `process ${this.holderPid}`
+    const own = this.holderPid === process.pid
+    const holder = own ? `this process (pid ${this.holderPid})` : `process ${this.holderPid}`
     return `store locked: the data directory ${this.dataDir} is in use by ${holder} (lock file ${this.lockFile}); ` +
-      "an embedded store can be open in one process at a time"
+      "an embedded store can be open in one process at a time" +
+      (own ? "" : ` (if process ${this.holderPid} is not a durable-emitter, its pid was reused: delete the lock file)`)
   }
   get retryable() {
     return true
