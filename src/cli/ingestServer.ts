@@ -7,7 +7,6 @@
 import { Console, Effect, Option, Schedule } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { FaultConfig } from "../testing/ingestFaults.ts"
-import { IngestServer, receivedEventJson } from "../testing/IngestServer.ts"
 import { CommandFailed, userFacing } from "./errors.ts"
 import * as Format from "./format.ts"
 
@@ -34,6 +33,7 @@ export const ingestServerCommand = Command.make("ingest-server", {
     if (flags.port < 0 || flags.port > 65535) return yield* new CommandFailed({ reason: `--port must be 0..65535, got ${flags.port}` })
     const faults = Option.isSome(flags.faults) ? yield* parseFaults(flags.faults.value) : undefined
     const printEvents = Option.isNone(flags.jsonl) && !flags.quiet
+    const { IngestServer, receivedEventJson } = yield* Effect.promise(() => import("../testing/IngestServer.ts"))
     const server = yield* IngestServer.make({
       host: flags.host,
       port: flags.port,

@@ -6,7 +6,9 @@
  *   durable-emitter <command> [flags]           (the package's bin: ./bin.js picks one of the above)
  */
 import * as fs from "node:fs"
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
+// Deep imports: the package's index loads every platform module (half a second per start).
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Console, Effect, Layer, Logger, References } from "effect"
 import { CliConfig, CliOutput, Command, GlobalFlag } from "effect/cli"
 import { benchCommand, passBenchArgs } from "./bench.ts"

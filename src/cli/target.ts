@@ -3,18 +3,16 @@
  * library's own configuration (DATABASE_URL, DURABLE_EMITTER_*), with --database-url, --data-dir
  * and --table-prefix on top. Only the Store is built: no publisher, no retransmitter, nothing sent.
  */
-import { Effect, Layer, Option, Redacted } from "effect"
-import { Flag } from "effect/cli"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { Effect, Layer, Option, Redacted } from "effect"
+import { Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Config from "../Config.ts"
 import type { InvalidConfig, StoreError, StoreLocked } from "../Errors.ts"
 import type { Store } from "../Store.ts"
 import { CommandFailed } from "./errors.ts"
-import * as PgStore from "../store/PgStore.ts"
-import { PgClient } from "@effect/sql-pg"
 
 export const storeFlags = {
   databaseUrl: Flag.String("database-url").pipe(
@@ -72,13 +70,17 @@ export const describeTarget = (options: Config.EmitterOptions): string =>
 export const storeLayer = (options: Config.EmitterOptions): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig> =>
   Option.match(options.databaseUrl, {
     onSome: (url) =>
-      PgStore.layer({
-        url,
-        tablePrefix: options.tablePrefix,
-        maxConnections: 2,
-        queryTimeout: options.commitTimeoutMs,
-        applicationName: `${options.name}-cli`
-      }),
+      Layer.unwrap(Effect.map(
+        Effect.promise(() => import("../store/PgStore.ts")),
+        (PgStore) =>
+          PgStore.layer({
+            url,
+            tablePrefix: options.tablePrefix,
+            maxConnections: 2,
+            queryTimeout: options.commitTimeoutMs,
+            applicationName: `${options.name}-cli`
+          })
+      )),
     onNone: () =>
       Layer.unwrap(Effect.map(
         Effect.promise(() => import("../store/PgliteStore.ts")),
@@ -93,7 +95,11 @@ export const sqlClientLayer = (
 ): Layer.Layer<SqlClient.SqlClient, SqlError | StoreError | StoreLocked | InvalidConfig> =>
   Option.match(options.databaseUrl, {
     onSome: (url) =>
-      PgClient.layer({ url, maxConnections: 1, connectTimeout: "10 seconds", applicationName: `${options.name}-cli` }),
+      Layer.unwrap(Effect.map(
+        Effect.promise(() => import("@effect/sql-pg")),
+        ({ PgClient }) =>
+          PgClient.layer({ url, maxConnections: 1, connectTimeout: "10 seconds", applicationName: `${options.name}-cli` })
+      )),
     onNone: () =>
       Layer.unwrap(Effect.map(
         Effect.promise(() => import("../store/PgliteStore.ts")),

@@ -4,7 +4,7 @@ import { Command, Flag, GlobalFlag } from "effect/cli"
 import { CommandFailed, userFacing } from "../errors.ts"
 import * as Format from "../format.ts"
 import { storeFlags } from "../target.ts"
-import { type DemoSettings, runDemo } from "./run.ts"
+import type { DemoSettings } from "./run.ts"
 
 const check = (ok: boolean, reason: string) => (ok ? Effect.void : Effect.fail(new CommandFailed({ reason })))
 
@@ -71,6 +71,8 @@ export const demoCommand = Command.make("demo", {
     yield* validate(settings)
     // The demo's own dead letters are expected: only errors are logged unless --log-level says otherwise.
     const logLevel = Option.getOrElse(yield* GlobalFlag.LogLevel, (): LogLevel.LogLevel => "Error")
+    // Loaded when run: the whole emitter is not needed for `--help` or a usage error.
+    const { runDemo } = yield* Effect.promise(() => import("./run.ts"))
     const { caughtUpMs, cleanupNote, emitMs, failures, poisonEvery, result: r } = yield* runDemo(settings, logLevel)
 
     const ownServer = r.verifiedBy === "ingest-server"
