@@ -7,6 +7,9 @@
 import { Config, Duration, Effect, Option, Redacted } from "effect"
 import { InvalidConfig } from "./Errors.ts"
 
+/** A send starts only if its row's lease lasts this many request timeouts longer (see Publisher). */
+export const leaseSlack = 1.25
+
 /** The resolved options: every field set, durations in milliseconds. */
 export interface EmitterOptions {
   /** Value of the `emitter` CloudEvent attribute and of metric/log annotations. */
@@ -133,7 +136,7 @@ export const defaults: EmitterOptions = {
   retransmit: true,
   firstLeaseMs: 60_000,
   leaseBaseMs: 10_000,
-  leaseMaxMs: 10 * 60_000,
+  leaseMaxMs: 60_000,
   claimBatchSize: 1_000,
   retransmitIntervalMs: 1_000,
   ttlMs: 24 * 60 * 60_000,
@@ -260,11 +263,12 @@ const validate = Effect.fnUntraced(function*(o: EmitterOptions) {
   if (o.maxEventBytes > o.maxRequestBytes) return yield* fail("maxEventBytes", "must not exceed maxRequestBytes: such an event could never be sent")
   if (o.retryBaseDelayMs > o.retryMaxDelayMs) return yield* fail("retryBaseDelay", "must not exceed retryMaxDelay")
   if (o.leaseBaseMs > o.leaseMaxMs) return yield* fail("leaseBase", "must not exceed leaseMax")
-  if (o.firstLeaseMs <= o.requestTimeoutMs) {
-    return yield* fail("firstLease", "must exceed requestTimeout, or the retransmitter re-sends rows the fast path is still sending")
+  // A send starts only while its row's lease can cover the whole request (Publisher.leaseSlack).
+  if (o.firstLeaseMs <= o.requestTimeoutMs * leaseSlack) {
+    return yield* fail("firstLease", `must exceed ${leaseSlack} × requestTimeout, or the fast path could not send a new row within its lease`)
   }
-  if (o.leaseBaseMs <= o.requestTimeoutMs) {
-    return yield* fail("leaseBase", "must exceed requestTimeout, or a claimed row is re-claimed while it is being sent")
+  if (o.leaseBaseMs <= o.requestTimeoutMs * leaseSlack) {
+    return yield* fail("leaseBase", `must exceed ${leaseSlack} × requestTimeout, or a claimed row could not be sent within its lease`)
   }
   if (o.ttlMs <= o.firstLeaseMs) return yield* fail("ttl", "must exceed firstLease, or rows expire before the retransmitter may send them")
 })

@@ -7,7 +7,7 @@
  * permanent per-event failures are moved to the dead-letter table with their code and reason.
  */
 import { Cause, Clock, Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Queue, Random, Schedule, Semaphore, Tracer } from "effect"
-import type { EmitterOptions } from "./Config.ts"
+import { type EmitterOptions, leaseSlack } from "./Config.ts"
 import { withSeqnum } from "./Event.ts"
 import { Handoff } from "./Handoff.ts"
 import * as Metrics from "./Metrics.ts"
@@ -20,7 +20,7 @@ export type PublisherOptions = Pick<
   EmitterOptions,
   | "publishBatchSize" | "publishLingerMs" | "publishQueueCapacity" | "publishConcurrency" | "maxRequestBytes"
   | "retryBaseDelayMs" | "retryMaxDelayMs" | "retryBudgetMs" | "deleteBatchSize" | "deleteLingerMs"
-  | "shutdownTimeoutMs"
+  | "shutdownTimeoutMs" | "requestTimeoutMs"
 >
 
 /** What the publisher knows about the ingest service, for health. */
@@ -44,6 +44,11 @@ export class Publisher extends Context.Service<Publisher, {
   readonly offer: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
   /** Takes events, waiting for room (the retransmitter's path: backpressure, not loss). */
   readonly submit: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
+  /**
+   * Waits until the queue has room for `n` events (or is empty, if `n` exceeds its capacity): the
+   * retransmitter claims only what can be sent while its lease lasts.
+   */
+  readonly awaitRoom: (n: number) => Effect.Effect<void>
   /** Completes when every event accepted before the call is resolved. */
   readonly flush: Effect.Effect<void>
   readonly state: Effect.Effect<PublisherState>
@@ -60,7 +65,11 @@ interface Item {
   readonly epoch: number
   /** Resolved already: resolving is idempotent, so a recovery path can never count an event twice. */
   resolved?: boolean
+  wire?: Uint8Array
 }
+
+/** How often a waiting retransmitter looks for room in the queue. */
+const roomPollMs = 10
 
 /** Bytes one event adds to a PublishBatch request: payload, seqnum entry, field tag and length. */
 const wireSize = (event: StoredEvent) => event.payload.length + 48
@@ -80,6 +89,8 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
   const senders = yield* Semaphore.make(options.publishConcurrency)
   const inFlight = yield* FiberSet.make<void>()
   const barrier = Barrier.make()
+  /** A request may start only this long before a row's lease ends (its deadline plus slack). */
+  const sendMarginMs = options.requestTimeoutMs * leaseSlack
   let accepting = true
   let fullEpisode = false
   let transportState: TransportState = { lastSuccessAt: undefined, consecutiveFailures: 0, lastError: undefined, misconfigured: false }
@@ -209,20 +220,28 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
     Effect.gen(function*() {
       const start = yield* Clock.currentTimeMillis
       let items = batch
-      let wire = items.map((i) => withSeqnum(i.event.payload, i.event.seq))
       let attempt = 0
-      while (items.length > 0) {
+      while (true) {
+        // Start no request that could outlive a row's lease: once it ends, another claimer may
+        // take the row, and two processes would send it at once.
+        const now = yield* Clock.currentTimeMillis
+        const { lapsed, live } = byLease(items, now + sendMarginMs)
+        if (lapsed.length > 0) {
+          yield* Effect.logDebug("rows whose lease ends before a request could finish are left to the retransmitter", { count: lapsed.length })
+          yield* resolve(lapsed)
+        }
+        items = live
+        if (items.length === 0) return
         attempt++
-        const exit = yield* request(items, wire, attempt)
+        const exit = yield* request(items, items.map(wireOf), attempt)
         let pushBackMs: number | undefined
         if (Exit.isSuccess(exit)) {
           yield* recordSuccess
-          const outcome = split(items, wire, exit.value)
+          const outcome = split(items, exit.value)
           yield* Queue.offerAll(acks, outcome.delivered)
           yield* Metrics.countByKey(Metrics.delivered, outcome.delivered.map((i) => i.event))
           yield* deadLetter(outcome.rejected, (i) => outcome.rejections[i]!.code, (i) => outcome.rejections[i]!.reason)
           items = outcome.retry
-          wire = outcome.retryWire
         } else {
           const error = Cause.findErrorOption(exit.cause)
           if (error._tag === "None") {
@@ -248,8 +267,7 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
         }
         if (items.length === 0) return
         const delay = retryDelayMs(attempt, { baseMs: options.retryBaseDelayMs, maxMs: options.retryMaxDelayMs }, pushBackMs, yield* Random.next)
-        const now = yield* Clock.currentTimeMillis
-        if (now + delay - start > options.retryBudgetMs) return yield* giveUp(items, "retry budget exhausted")
+        if ((yield* Clock.currentTimeMillis) + delay - start > options.retryBudgetMs) return yield* giveUp(items, "retry budget exhausted")
         yield* Metrics.count(Metrics.retries, 1, {})
         if (pushBackMs !== undefined) yield* Metric.update(Metrics.pushBackWaits, Duration.millis(pushBackMs))
         yield* Effect.sleep(delay)
@@ -313,9 +331,17 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
     })
   )
 
+  const awaitRoom = (n: number): Effect.Effect<void> =>
+    Effect.suspend(() =>
+      options.publishQueueCapacity - Queue.sizeUnsafe(queue) >= Math.min(n, options.publishQueueCapacity)
+        ? Effect.void
+        : Effect.andThen(Effect.sleep(roomPollMs), awaitRoom(n))
+    )
+
   return Publisher.of({
     offer,
     submit,
+    awaitRoom,
     flush: barrier.flush,
     state: Effect.sync(() => ({ queued: Queue.sizeUnsafe(queue), pending: barrier.pending(), transport: transportState }))
   })
@@ -344,12 +370,11 @@ const requestStatus = (exit: Exit.Exit<unknown, TransportError>) => {
 }
 
 /** Sorts one response into delivered, permanently rejected, and retryable events. */
-const split = (items: ReadonlyArray<Item>, wire: ReadonlyArray<Uint8Array>, results: ReadonlyArray<EventResult>) => {
+const split = (items: ReadonlyArray<Item>, results: ReadonlyArray<EventResult>) => {
   const delivered: Array<Item> = []
   const rejected: Array<Item> = []
   const rejections: Array<{ code: string; reason: string }> = []
   const retry: Array<Item> = []
-  const retryWire: Array<Uint8Array> = []
   for (let i = 0; i < items.length; i++) {
     const result = results[i]!
     if (result._tag === "Delivered") delivered.push(items[i]!)
@@ -358,11 +383,21 @@ const split = (items: ReadonlyArray<Item>, wire: ReadonlyArray<Uint8Array>, resu
       rejections.push(result)
     } else {
       retry.push(items[i]!)
-      retryWire.push(wire[i]!)
     }
   }
-  return { delivered, rejected, rejections, retry, retryWire }
+  return { delivered, rejected, rejections, retry }
 }
+
+/** Separates the items whose lease ends before `deadline`. */
+const byLease = (items: ReadonlyArray<Item>, deadline: number) => {
+  const lapsed: Array<Item> = []
+  const live: Array<Item> = []
+  for (const item of items) (item.event.leaseUntil < deadline ? lapsed : live).push(item)
+  return lapsed.length === 0 ? { lapsed, live: items } : { lapsed, live }
+}
+
+/** The event as sent: the stored payload with its seqnum, computed once per event. */
+const wireOf = (item: Item) => (item.wire ??= withSeqnum(item.event.payload, item.event.seq))
 
 const groupByCode = (items: ReadonlyArray<Item>, code: (i: number) => string) => {
   const groups = new Map<string, Array<Item>>()

@@ -32,6 +32,8 @@ const retransmitTick = (options: RetransmitterOptions) =>
   Effect.gen(function*() {
     const store = yield* Store
     const publisher = yield* Publisher
+    // Claim only what the publisher can take now: a claimed row's lease runs while it waits.
+    yield* publisher.awaitRoom(options.claimBatchSize)
     const now = yield* Clock.currentTimeMillis
     const rows = yield* store.claim({ now, limit: options.claimBatchSize, leaseBaseMs: options.leaseBaseMs, leaseMaxMs: options.leaseMaxMs })
     if (rows.length === 0) return false

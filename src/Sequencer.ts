@@ -75,7 +75,8 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       const events = batch.length === 1 ? batch[0]!.events : batch.flatMap((p) => p.events)
       queuedEvents -= events.length
       const now = yield* Clock.currentTimeMillis
-      const exit = yield* store.append(events, { now, nextAttemptAt: now + options.firstLeaseMs }).pipe(
+      const leaseUntil = now + options.firstLeaseMs
+      const exit = yield* store.append(events, { now, nextAttemptAt: leaseUntil }).pipe(
         Effect.timeout(options.commitTimeoutMs),
         Metrics.trackCommit(events.length),
         Effect.exit
@@ -89,7 +90,8 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       const appended = exit.value
       const committed = events.map((event, i): StoredEvent => ({
         rowId: appended[i]!.rowId, eventId: event.eventId, source: event.source, type: event.type,
-        seq: appended[i]!.seq, payload: event.payload, createdAt: now, attempts: 0, traceparent: event.traceparent
+        seq: appended[i]!.seq, payload: event.payload, createdAt: now, attempts: 0, leaseUntil,
+        traceparent: event.traceparent
       }))
       yield* Metrics.countByKey(Metrics.emits, events)
       // Hand off before answering, so that an emit that has returned is covered by a later flush.

@@ -38,6 +38,12 @@ export interface StoredEvent {
   readonly createdAt: number
   /** Claims so far (the fast path does not count). */
   readonly attempts: number
+  /**
+   * Until when this process may send the row (epoch ms): the row's next_attempt_at, i.e. the first
+   * lease for a new row and the claim's lease for a claimed one. After it another claimer may take
+   * the row, so the publisher starts no send that could still be in flight then.
+   */
+  readonly leaseUntil: number
   /** The emit span, on the fast path only (rows read back from the table do not carry it). */
   readonly traceparent?: string | undefined
 }
@@ -53,7 +59,7 @@ export interface DeadLetter {
   readonly createdAt: number
   readonly deadLetteredAt: number
   readonly attempts: number
-  /** Why: a PublishErrorCode name, "expired", "undecodable", … */
+  /** Why: a PublishErrorCode name, a gRPC status name, "expired", "UNDECODABLE", … */
   readonly code: string
   readonly reason: string
 }

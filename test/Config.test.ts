@@ -61,9 +61,9 @@ describe("Config.resolve", () => {
     rejects({ retryBaseDelay: "10 seconds", retryMaxDelay: "1 second" }, "retryBaseDelay", /retryMaxDelay/))
   it.effect("rejects a lease base above its cap", () => rejects({ leaseBase: "1 hour", leaseMax: "1 minute" }, "leaseBase", /leaseMax/))
   it.effect("rejects a first lease that the fast path could outlive", () =>
-    rejects({ firstLease: "5 seconds", requestTimeout: "5 seconds" }, "firstLease", /requestTimeout/))
+    rejects({ firstLease: "6 seconds", requestTimeout: "5 seconds" }, "firstLease", /requestTimeout/))
   it.effect("rejects a claim lease shorter than a request", () =>
-    rejects({ leaseBase: "1 second", requestTimeout: "2 seconds" }, "leaseBase", /requestTimeout/))
+    rejects({ leaseBase: "1200 millis", requestTimeout: "1 second" }, "leaseBase", /requestTimeout/))
   it.effect("rejects a TTL shorter than the first lease", () => rejects({ ttl: "30 seconds", firstLease: "1 minute" }, "ttl", /firstLease/))
   it.effect("rejects a table prefix that is not an identifier", () =>
     rejects({ tablePrefix: "events; drop table x" }, "tablePrefix", /identifier/))

@@ -37,7 +37,7 @@ const setup = (overrides: Partial<PublisherOptions> = {}) =>
       Effect.gen(function*() {
         const events = Array.from({ length: n }, (_, i) => prepare(i, bytes))
         const appended = yield* control.store.append(events, { now: 0, nextAttemptAt: 60_000 })
-        return events.map((e, i): StoredEvent => ({ ...e, rowId: appended[i]!.rowId, seq: appended[i]!.seq, createdAt: 0, attempts: 0 }))
+        return events.map((e, i): StoredEvent => ({ ...e, rowId: appended[i]!.rowId, seq: appended[i]!.seq, createdAt: 0, attempts: 0, leaseUntil: 60_000 }))
       })
     const backlog = Effect.map(control.store.stats, (s) => s.backlog)
     return { control, scope, publisher, script, commit, backlog }
@@ -224,6 +224,22 @@ describe("Publisher", () => {
       const left = (yield* Metric.value(Metrics.queueFull)).count - before
       assert.isAtLeast(left, 4)
       assert.strictEqual(yield* backlog, 10)
+    }))
+
+  it.effect("starts no request that a row's lease could not cover, and leaves such rows to the retransmitter", () =>
+    Effect.gen(function*() {
+      const { backlog, commit, publisher, script } = yield* setup({ requestTimeoutMs: 1_000, retryBaseDelayMs: 500, retryMaxDelayMs: 500 })
+      yield* script.push(Script.unavailable())
+      const [short, long] = yield* commit(2)
+      // A 1 s request needs 1 250 ms of lease: the short one has it now, not at the retry (≥ 400 ms later).
+      yield* publisher.offer([{ ...short!, leaseUntil: 1_600 }, long!])
+      yield* script.awaitCalls(1)
+      const flushing = yield* Effect.forkChild(publisher.flush)
+      yield* TestClock.adjust(1_000)
+      yield* Fiber.join(flushing)
+      const calls = yield* script.calls
+      assert.deepStrictEqual(calls.map((c) => c.events.map((e) => e.id)), [[short!.eventId, long!.eventId], [long!.eventId]])
+      assert.strictEqual(yield* backlog, 1)
     }))
 
   it.effect("at shutdown delivers what it accepted, then stops", () =>

@@ -60,7 +60,8 @@ const toStored = (row: Row): StoredEvent => ({
   seq: row.seq,
   payload: row.payload,
   createdAt: row.createdAt,
-  attempts: row.attempts
+  attempts: row.attempts,
+  leaseUntil: row.nextAttemptAt
 })
 
 /** Builds a fresh, empty Store. */

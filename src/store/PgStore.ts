@@ -122,9 +122,9 @@ const statements = (t: Tables) => ({
           ($1::float8 + least($3::float8 * power(2::float8, least(e.attempts, 60)), $4::float8)) / 1000)
       FROM due WHERE e.id = due.id
       RETURNING e.id, e.event_id, e.source, e.type, e.seq, e.payload, ${ms("e.created_at")} AS created_at,
-        e.attempts, due.next_attempt_at AS due_at
+        e.attempts, ${ms("e.next_attempt_at")} AS lease_until, due.next_attempt_at AS due_at
     )
-    SELECT id, event_id, source, type, seq, payload, created_at, attempts FROM claimed ORDER BY due_at, id`,
+    SELECT id, event_id, source, type, seq, payload, created_at, attempts, lease_until FROM claimed ORDER BY due_at, id`,
 
   reschedule: `
     UPDATE ${t.events} SET next_attempt_at = ${ts("$2")}, last_error = $3 WHERE id = ANY($1::int8[])`,
@@ -329,7 +329,8 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
       seq: row[4] as bigint,
       payload: ownBytes(row[5]),
       createdAt: toNumber(row[6]),
-      attempts: toNumber(row[7])
+      attempts: toNumber(row[7]),
+      leaseUntil: toNumber(row[8])
     }))
   })
 
