@@ -62,7 +62,7 @@ export const benchCommand = Command.make("bench", {
   Command.withShortDescription("run the benchmark (bench/main.ts) with the remaining arguments"),
   Command.withDescription(
     "Run the benchmark scenarios (bench/main.ts in the source repository) against DATABASE_URL: write path, end to end, " +
-      "backlog drain, each with a raw-PostgreSQL baseline. Every argument is passed on; see `durable-emitter bench --help`."
+      "backlog drain, each with a raw-PostgreSQL baseline. Every argument is passed on; `durable-emitter bench -- --help` shows the benchmark's own options."
   ),
   Command.withExamples([
     { command: "durable-emitter bench", description: "every scenario" },

@@ -16,6 +16,9 @@ const parseFaults = (json: string) =>
     catch: (error) => new CommandFailed({ reason: `--faults is not JSON: ${error instanceof Error ? error.message : String(error)}` })
   })
 
+/** Set once the server listens: from then on SIGINT/SIGTERM is the normal way to stop (exit code 0). */
+export const stopsOnSignal = { gracefully: false }
+
 export const ingestServerCommand = Command.make("ingest-server", {
   port: Flag.Int("port").pipe(Flag.withDescription("port to listen on (0: any free port)"), Flag.withDefault(50051)),
   host: Flag.String("host").pipe(Flag.withDescription("address to listen on"), Flag.withDefault("127.0.0.1")),
@@ -46,6 +49,7 @@ export const ingestServerCommand = Command.make("ingest-server", {
     yield* Effect.addFinalizer(() =>
       Console.error(`ingest server stopped: ${Format.integer(printEvents ? total : server.received.stats.events)} events received`)
     )
+    stopsOnSignal.gracefully = true
     yield* Console.log(server.url)
     yield* Console.error(
       `ingest server listening on ${server.url} (gRPC, h2c)${

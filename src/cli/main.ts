@@ -9,12 +9,12 @@ import * as fs from "node:fs"
 // Deep imports: the package's index loads every platform module (half a second per start).
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
-import { Console, Effect, Layer, Logger, References } from "effect"
+import { Cause, Console, Effect, Exit, Layer, Logger, References, Runtime } from "effect"
 import { CliConfig, CliOutput, Command, GlobalFlag } from "effect/cli"
 import { benchCommand, passBenchArgs } from "./bench.ts"
 import { deadLettersCommand } from "./deadLetters.ts"
 import { demoCommand } from "./demo/command.ts"
-import { ingestServerCommand } from "./ingestServer.ts"
+import { ingestServerCommand, stopsOnSignal } from "./ingestServer.ts"
 import { inspectCommand } from "./inspect.ts"
 import { migrateCommand } from "./migrate.ts"
 
@@ -83,4 +83,10 @@ const CliLayer = Layer.mergeAll(
 const main = (argv: ReadonlyArray<string>) =>
   Command.runWith(durableEmitter, { version })(passBenchArgs(argv)).pipe(Effect.provide(CliLayer))
 
-main(process.argv.slice(2)).pipe(NodeRuntime.runMain({ disableErrorReporting: false }))
+/** Exit codes: 0, 1 for a failure (2+ passed on from the benchmark), 130 when interrupted by a signal. */
+const teardown: Runtime.Teardown = (exit, onExit) =>
+  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) && stopsOnSignal.gracefully
+    ? onExit(0) // a server told to stop has done its job
+    : Runtime.defaultTeardown(exit, onExit)
+
+main(process.argv.slice(2)).pipe(NodeRuntime.runMain({ teardown }))

@@ -29,7 +29,7 @@ export const makeProgress = (options: {
   let finished = false
 
   const fit = (line: string) => {
-    const width = stream.columns ?? 120
+    const width = stream.columns > 0 ? stream.columns : 120 // 0 on a pseudo-terminal without a size
     return line.length >= width ? line.slice(0, Math.max(0, width - 2)) + "…" : line
   }
 
