@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { create, toBinary } from "@bufbuild/protobuf"
@@ -288,8 +289,7 @@ describe.concurrent("durable-emitter CLI", () => {
       assert.deepStrictEqual(received.map((e) => [e.id, e.source, e.type]), [["e-1", "cli-test", "t"], ["e-2", "cli-test", "t"]])
 
       child.kill("SIGTERM")
-      const code = await exited(child)
-      assert.isNotNull(code)
+      assert.strictEqual(await exited(child), 0) // stopping a server by signal is its normal end
     } finally {
       child.kill("SIGKILL")
     }
@@ -321,6 +321,30 @@ describe("durable-emitter demo", () => {
     const prefix = /tables (demo_\w+?)_\*/.exec(run.stdout)?.[1]
     assert.isDefined(prefix, run.stdout)
     assert.isFalse(await tableExists(prefix!))
+  }, 60_000)
+
+  it("fails when committed events are not delivered (an ingest URL nobody listens on), and keeps their tables", async () => {
+    const closedPort = await new Promise<number>((resolve) => {
+      const server = net.createServer().listen(0, "127.0.0.1", () => {
+        const { port } = server.address() as net.AddressInfo
+        server.close(() => resolve(port))
+      })
+    })
+    const run = await cli(
+      ["demo", "--events", "200", "--ingest-url", `http://127.0.0.1:${closedPort}`, "--timeout-ms", "300"],
+      { ...onPostgres, DURABLE_EMITTER_SHUTDOWN_TIMEOUT: "200 millis" },
+      60_000
+    )
+    const prefix = /tables (demo_\w+?)_\*/.exec(run.stdout)?.[1]
+    try {
+      assert.strictEqual(run.code, 1, `${run.stdout}\n${run.stderr}`)
+      assert.deepInclude(lastJson(run.stdout), { emitted: 200, delivered: 0, lost: 200, pending: 200, duplicates: null, verifiedBy: "emitter" })
+      assert.match(run.stdout, /tables kept: demo_/)
+      assert.match(run.stderr, /^error: 200 committed events were lost: neither delivered nor dead-lettered \(200 still waiting in the table, which is kept\)$/m)
+      assert.isTrue(await tableExists(prefix!))
+    } finally {
+      if (prefix !== undefined) await drop(prefix)
+    }
   }, 60_000)
 
   it("on the embedded default (no DATABASE_URL): nothing lost, its data directory removed afterwards", async () => {

@@ -111,7 +111,10 @@ export const demoCommand = Command.make("demo", {
     ]
     yield* Console.log(lines.join("\n"))
     if (r.lost > 0) {
-      return yield* new CommandFailed({ reason: `${plural(r.lost, "committed event was", "committed events were")} lost` })
+      return yield* new CommandFailed({
+        reason: `${plural(r.lost, "committed event was", "committed events were")} lost: neither delivered nor dead-lettered` +
+          (r.pending > 0 ? ` (${Format.integer(r.pending)} still waiting in the table, which is kept)` : "")
+      })
     }
   }).pipe(userFacing)).pipe(
   Command.withShortDescription("emit events through an ingest outage and check that none is lost (npm start)"),

@@ -19,7 +19,8 @@ import { Emitter } from "../../Emitter.ts"
 import { Store } from "../../Store.ts"
 import { type IngestServerHandle, startIngestServer } from "../../testing/IngestServer.ts"
 import * as Format from "../format.ts"
-import { describeTarget, sqlClientLayer, type StoreFlags } from "../target.ts"
+import { CommandFailed } from "../errors.ts"
+import { describeTarget, sqlClientLayer, storeLayer, type StoreFlags } from "../target.ts"
 import { type LatencySummary, makeLatencies } from "./latency.ts"
 import { makeProgress, type Progress } from "./progress.ts"
 
@@ -183,6 +184,16 @@ export const runDemo = (settings: DemoSettings, logLevel: LogLevel.LogLevel) =>
         ...(poisonEvery > 0 ? [`  every ${Format.integer(poisonEvery)}th event is a ${poisonType} the server rejects for good: a dead letter`] : [])
       ].join("\n"))
 
+      if (!ownTables && !ownDir) {
+        // The emitter would deliver rows already waiting there to the demo's server: refuse.
+        const waiting = yield* Store.use((store) => store.stats).pipe(Effect.provide(storeLayer(resolved)))
+        if (waiting.backlog > 0) {
+          return yield* new CommandFailed({
+            reason: `${target} already hold ${Format.integer(waiting.backlog)} events waiting for delivery: the demo needs tables of ` +
+              `its own (leave out ${onPostgres ? "--table-prefix" : "--data-dir"})`
+          })
+        }
+      }
       if (!onPostgres) {
         progress.note(`opening the embedded store in ${dataDir} (a new data directory takes a few seconds to initialize)`)
       }
