@@ -1,0 +1,123 @@
+/**
+ * Scenario `e2e`: 100 concurrent emitters, each event committed to PostgreSQL, published over gRPC
+ * to the reference ingest server in a separate process, acknowledged, and its row deleted.
+ * Timed from the first emit until the events table is empty.
+ */
+import { Effect } from "effect"
+import { Emitter } from "../src/Emitter.ts"
+import * as baseline from "./baseline.ts"
+import {
+  type BenchArgs,
+  bounded,
+  cpuLine,
+  cpuWindow,
+  freshPrefix,
+  int,
+  latencyLine,
+  quietLogs,
+  round,
+  sampleMemory,
+  type ScenarioResult,
+  since,
+  summarize,
+  withTables
+} from "./common.ts"
+import { awaitEmptyTable, ingestServer, makeRecorder, tableRows } from "./delivery.ts"
+import { closedLoop } from "./load.ts"
+import { emitterLayer, grpcLayer, metricsWindow, recorded, resolveOptions } from "./stack.ts"
+
+const concurrency = 100
+
+export const run = (args: BenchArgs) => {
+  const prefix = freshPrefix("e2e")
+  const events = args.events ?? (args.quick ? 20_000 : 100_000)
+  const warmup = args.quick ? 3_000 : 10_000
+  return withTables(prefix, Effect.scoped(Effect.gen(function*() {
+    const base = yield* baseline.insertDelete(`${prefix}_baseline`, events)
+    const server = yield* ingestServer
+    const options = yield* resolveOptions({ tablePrefix: prefix, ingestUrl: server.url }, args.options)
+    const recorder = makeRecorder()
+
+    const measured = yield* Effect.gen(function*() {
+      const emitter = yield* Emitter
+      yield* closedLoop(emitter, { concurrency, seconds: 60, maxEvents: warmup })
+      yield* bounded("flush after warm-up", 60_000, emitter.flush)
+      yield* awaitEmptyTable(prefix, 20, 30_000)
+      yield* Effect.promise(() => server.clear())
+      recorder.reset()
+
+      const memory = sampleMemory()
+      const cpu = cpuWindow({ "ingest server": server.pid })
+      const window = yield* metricsWindow
+      const start = performance.now()
+      const emitted = yield* closedLoop(emitter, { concurrency, seconds: 300, maxEvents: events, onReceipt: recorder.onReceipt })
+      const emittedMs = since(start)
+      yield* bounded("flush", 120_000, emitter.flush)
+      yield* awaitEmptyTable(prefix, 10, 120_000)
+      const elapsed = since(start)
+      return { emitted, emittedMs, elapsed, internal: yield* window.end, memory: memory.stop(), cpu: cpu.end() }
+    }).pipe(Effect.provide(emitterLayer(options, recorded(grpcLayer(options), recorder.onAnswer))))
+
+    const stats = yield* Effect.promise(() => server.stats())
+    const left = yield* tableRows(prefix)
+    const seen = recorder.snapshot()
+    const { cpu, elapsed, emitted, emittedMs, internal, memory } = measured
+    const eventsPerSecond = emitted.events / (elapsed / 1000)
+    const ratio = eventsPerSecond / base.rowsPerSecond
+    const uniqueIds = stats.uniqueIds ?? stats.events
+    const duplicates = stats.duplicates ?? 0
+    const lost = Math.max(0, emitted.events - uniqueIds)
+    const receiptToAck = summarize(seen.receiptToAckMs)
+    const emitToAck = summarize(seen.emitToAckMs)
+    const request = summarize(seen.requestMs)
+    const report = [
+      `e2e: ${concurrency} emitters → PostgreSQL → gRPC → ingest server (separate process, pid ${server.pid}) → ack → delete`,
+      `  baseline: ${int(base.rowsPerSecond)} rows/s inserted and deleted (${baseline.rowsPerStatement}-row INSERTs, ${baseline.rowsPerStatement}-id DELETEs, one client)`,
+      `  ${int(emitted.events)} events in ${round(elapsed / 1000, 2)} s: ${int(eventsPerSecond)} events/s end to end` +
+      ` (emits done after ${round(emittedMs / 1000, 2)} s: ${int(emitted.eventsPerSecond)} emits/s` +
+      `${emitted.errors > 0 ? `; ${emitted.errors} emit errors: ${emitted.firstError}` : ""})`,
+      `  ratio: ${round(ratio, 2)} of the baseline (targets ≥ 20 000 events/s, ≥ 0.5)`,
+      `  ingest server: ${int(stats.events)} events in ${int(stats.requests)} requests, ${int(uniqueIds)} unique; duplicates ${duplicates}, lost ${lost}; rows left ${left}`,
+      `  commit batch mean ${round(internal.commitBatchMean, 1)} (${int(internal.commits)} commits, mean ${round(internal.commitMeanMs, 2)} ms);` +
+      ` request mean ${round(internal.requestEventsMean, 1)} events (${int(internal.requests)} requests)`,
+      `  ${latencyLine("publish (receipt → ack, 1/16 of events)", receiptToAck)}`,
+      `  ${latencyLine("emit start → ack", emitToAck)}`,
+      `  ${latencyLine("PublishBatch request", request)}`,
+      `  ${latencyLine("emit (call → receipt)", emitted.latency)}`,
+      `  ${cpuLine(cpu)}`,
+      `  memory: peak RSS ${memory.peakRssMb} MB, peak heap used ${memory.peakHeapUsedMb} MB (start RSS ${memory.startRssMb} MB, end heap ${memory.endHeapUsedMb} MB)`
+    ]
+    return {
+      report,
+      json: {
+        scenario: "e2e",
+        eventsPerSecond: round(eventsPerSecond, 0),
+        baselineRowsPerSecond: round(base.rowsPerSecond, 0),
+        ratio: round(ratio, 3),
+        publishP50Ms: round(receiptToAck.p50, 3),
+        publishP99Ms: round(receiptToAck.p99, 3),
+        publishLatency: "receipt to delivery acknowledged, per event (1 in 16 sampled)",
+        emitToAckP50Ms: round(emitToAck.p50, 3),
+        emitToAckP99Ms: round(emitToAck.p99, 3),
+        requestP50Ms: round(request.p50, 3),
+        requestP99Ms: round(request.p99, 3),
+        emitP50Ms: round(emitted.latency.p50, 3),
+        emitP99Ms: round(emitted.latency.p99, 3),
+        duplicates,
+        lost,
+        rowsLeft: left,
+        events: emitted.events,
+        emitErrors: emitted.errors,
+        seconds: round(elapsed / 1000, 3),
+        commitBatchMean: round(internal.commitBatchMean, 1),
+        requestEventsMean: round(internal.requestEventsMean, 1),
+        processCpuPct: cpu.processPct,
+        machineCpuPct: cpu.machinePct,
+        postgresCpuPct: cpu.postgresPct,
+        ingestServerCpuPct: cpu.othersPct["ingest server"],
+        peakRssMb: memory.peakRssMb,
+        peakHeapUsedMb: memory.peakHeapUsedMb
+      }
+    } satisfies ScenarioResult
+  }))).pipe(Effect.provide(quietLogs))
+}

@@ -1,0 +1,136 @@
+/**
+ * The benchmark: `npm run bench -- [write|e2e|drain|costs] [options]` (`--help` lists them). No
+ * scenario runs write, e2e and drain. Each prints a readable report; with `--json` the LAST line
+ * of the output is one JSON object (the scenario's, or `{ scenario: "all", write, e2e, drain }`).
+ * Every scenario measures a raw-PostgreSQL baseline in the same run, uses its own tables (dropped
+ * afterwards), and is bounded in count and time. Profile with
+ * `node --cpu-prof --cpu-prof-dir=DIR bench/main.ts e2e` and `node bench/profile.ts DIR/*.cpuprofile`.
+ *
+ * Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test).
+ */
+import * as os from "node:os"
+import { parseArgs } from "node:util"
+import { Effect } from "effect"
+import type { EmitterOptionsInput } from "../src/Config.ts"
+import { awaitIdleMachine, backgroundCpu, type BenchArgs, type ScenarioResult } from "./common.ts"
+import * as costs from "./costs.ts"
+import * as drain from "./drain.ts"
+import * as e2e from "./e2e.ts"
+import * as write from "./write.ts"
+
+type Scenario = "write" | "e2e" | "drain" | "costs"
+const scenarios: Record<Scenario, (args: BenchArgs) => Effect.Effect<ScenarioResult, unknown>> = {
+  write: write.run,
+  e2e: e2e.run,
+  drain: drain.run,
+  costs: costs.run
+}
+/** What runs without a scenario argument. */
+const defaults: ReadonlyArray<Scenario> = ["write", "e2e", "drain"]
+
+const usage = `usage: npm run bench -- [write|e2e|drain|costs] [--json] [--quick] [--events N] [--seconds N] [--concurrency 1,10,100] [--opt key=value ...]
+  write    emits committed per second at 1, 10, 100 emitters; emit latency at 5 000/s offered
+  e2e      100 000 events from 100 emitters through PostgreSQL to a separate ingest server process
+  drain    a 100 000-row backlog drained by the retransmitter
+  costs    CPU per call of the hot-path pieces (not in the default run)
+  --json           print one JSON object as the last line
+  --opt K=V        an emitter option for the run, e.g. --opt publishConcurrency=8 --opt writeLinger=0
+  --quick          smaller counts, shorter phases (smoke run)
+  --events N       events of e2e, backlog of drain, cap per write phase
+  --seconds N      measuring time of each write phase (default 5)
+  --concurrency L  closed-loop levels of write (default 1,10,100)
+  --wait-idle S    before each scenario, wait up to S seconds for the machine to be < 25 % busy`
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    json: { type: "boolean" },
+    quick: { type: "boolean" },
+    events: { type: "string" },
+    seconds: { type: "string" },
+    concurrency: { type: "string" },
+    "wait-idle": { type: "string" },
+    opt: { type: "string", multiple: true },
+    help: { type: "boolean" }
+  }
+})
+
+if (values.help === true) {
+  console.log(usage)
+  process.exit(0)
+}
+
+const chosen = positionals.length === 0 ? defaults : positionals
+for (const name of chosen) {
+  if (!(name in scenarios)) {
+    console.error(`unknown scenario ${JSON.stringify(name)}\n${usage}`)
+    process.exit(2)
+  }
+}
+
+const number = (flag: string, raw: string | undefined): number | undefined => {
+  if (raw === undefined) return undefined
+  const n = Number(raw)
+  if (!(Number.isFinite(n) && n > 0)) {
+    console.error(`--${flag} must be a positive number, got ${JSON.stringify(raw)}`)
+    process.exit(2)
+  }
+  return n
+}
+
+const parseOption = (pair: string): [string, unknown] => {
+  const at = pair.indexOf("=")
+  if (at <= 0) {
+    console.error(`--opt expects key=value, got ${JSON.stringify(pair)}`)
+    process.exit(2)
+  }
+  const raw = pair.slice(at + 1)
+  const value = raw === "true" ? true : raw === "false" ? false : raw !== "" && Number.isFinite(Number(raw)) ? Number(raw) : raw
+  return [pair.slice(0, at), value]
+}
+
+const args: BenchArgs = {
+  options: Object.fromEntries((values.opt ?? []).map(parseOption)) as EmitterOptionsInput,
+  events: number("events", values.events),
+  seconds: number("seconds", values.seconds),
+  quick: values.quick === true,
+  concurrency: values.concurrency === undefined
+    ? undefined
+    : values.concurrency.split(",").map((c) => number("concurrency", c.trim())!).map(Math.round)
+}
+
+const waitIdle = number("wait-idle", values["wait-idle"])
+
+// The whole run is bounded: a stuck scenario ends the process instead of hanging it.
+const hardLimitMs = 15 * 60_000
+const watchdog = setTimeout(() => {
+  console.error(`benchmark: still running after ${hardLimitMs / 60_000} minutes; giving up`)
+  process.exit(3)
+}, hardLimitMs)
+watchdog.unref()
+
+const results: Record<string, ScenarioResult["json"]> = {}
+let failed = false
+for (const name of chosen as Array<Scenario>) {
+  // Other work on the machine competes with the run for its cores: say how much there was.
+  const background = waitIdle === undefined ? await backgroundCpu() : await awaitIdleMachine(25, waitIdle * 1000)
+  console.log(`\n== ${name} == (machine busy ${background} % before the start, ${os.cpus().length} cores)`)
+  const started = performance.now()
+  try {
+    const result = await Effect.runPromise(scenarios[name](args))
+    for (const line of result.report) console.log(line)
+    console.log(`  (${name} took ${Math.round((performance.now() - started) / 1000)} s)`)
+    results[name] = { ...result.json, backgroundCpuPct: background }
+  } catch (error) {
+    failed = true
+    console.error(`${name} failed:`, error)
+    results[name] = { scenario: name, error: error instanceof Error ? error.message : String(error) }
+  }
+}
+
+if (values.json === true) {
+  const only = chosen.length === 1 ? results[chosen[0]!] : undefined
+  console.log(JSON.stringify(only ?? { scenario: "all", ...results }))
+}
+// Pipes to stdout are synchronous on Linux: everything printed is out before the exit.
+process.exit(failed ? 1 : 0)
