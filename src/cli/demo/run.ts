@@ -119,6 +119,7 @@ export const runDemo = (settings: DemoSettings, logLevel: LogLevel.LogLevel) =>
       dataDir,
       tablePrefix
     }
+    // (The reference server's URL is known only once it listens; any valid URL stands in for it here.)
     const resolved = yield* Config.resolve({ ...baseInput, ingestUrl: Option.getOrElse(settings.ingestUrl, () => "http://127.0.0.1:1") })
 
     const target = describeTarget(resolved)
