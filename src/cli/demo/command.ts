@@ -103,6 +103,12 @@ export const demoCommand = Command.make("demo", {
           (caughtUpMs === undefined ? "" : `, caught up ${Format.millis(caughtUpMs)} after the ingest came back`)
         ]
         : [`  backlog        peaked at ${plural(r.peakBacklog, "row")}`]),
+      ...(r.publishRetries > 0 || r.retransmitted > 0
+        ? [
+          `  recovery       ${plural(r.publishRetries, "request")} retried by the publisher; ${plural(r.retransmitted, "row")} re-sent by the retransmitter` +
+          (r.leftToRetransmitter > 0 ? ` (${Format.integer(r.leftToRetransmitter)} had found the publish queue full)` : "")
+        ]
+        : []),
       `  throughput     ${Format.integer(r.eventsPerSecond)} events/s end to end (emits took ${Format.millis(emitMs)})`,
       `  emit latency   p50 ${Format.millis(r.emitLatencyMs.p50)}, p95 ${Format.millis(r.emitLatencyMs.p95)}, p99 ${Format.millis(r.emitLatencyMs.p99)} (max ${Format.millis(r.emitLatencyMs.max)}), until committed`,
       `  elapsed        ${Format.millis(r.elapsedMs)}`,

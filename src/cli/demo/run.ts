@@ -11,11 +11,12 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { performance } from "node:perf_hooks"
-import { Cause, Console, Effect, Fiber, Layer, Logger, type LogLevel, Option, References } from "effect"
+import { Cause, Console, Effect, Fiber, Layer, Logger, type LogLevel, Metric, Option, References } from "effect"
 import { SqlClient } from "effect/sql"
 import * as Config from "../../Config.ts"
 import { DurableEmitter } from "../../DurableEmitter.ts"
 import { Emitter } from "../../Emitter.ts"
+import * as Metrics from "../../Metrics.ts"
 import { Store } from "../../Store.ts"
 import { type IngestServerHandle, startIngestServer } from "../../testing/IngestServer.ts"
 import * as Format from "../format.ts"
@@ -59,6 +60,12 @@ export interface DemoResult {
   readonly emitLatencyMs: LatencySummary
   readonly outageMs: number
   readonly peakBacklog: number
+  /** Rows the retransmitter claimed and re-sent. */
+  readonly retransmitted: number
+  /** Committed events the publisher's queue had no room for (left to the retransmitter). */
+  readonly leftToRetransmitter: number
+  /** PublishBatch requests retried by the publisher. */
+  readonly publishRetries: number
   readonly elapsedMs: number
   /** Who vouches for `delivered`: the demo's own ingest server, or only the emitter's table. */
   readonly verifiedBy: "ingest-server" | "emitter"
@@ -69,15 +76,15 @@ const poisonType = "demo.poison"
 
 /**
  * Tuning for a run of seconds, not hours; the environment (DURABLE_EMITTER_*) still wins. The
- * publisher retries a batch for up to 10 s; rows it gives up on (a longer outage) or that do not
- * fit its queue are the retransmitter's from 12 s after their commit, so the two never send the
+ * publisher retries a batch for up to 5 s; rows it gives up on (a longer outage) or that do not
+ * fit its queue are the retransmitter's from 6 s after their commit, so the two do not send the
  * same row at once. Retries are capped at 1 s apart, so delivery resumes soon after an outage.
  */
 const demoTuning: Config.EmitterOptionsInput = {
   requestTimeout: "2 seconds",
   retryMaxDelay: "1 second",
-  retryBudget: "10 seconds",
-  firstLease: "12 seconds",
+  retryBudget: "5 seconds",
+  firstLease: "6 seconds",
   leaseBase: "3 seconds",
   leaseMax: "30 seconds",
   retransmitInterval: "200 millis",
@@ -362,6 +369,9 @@ const runScenario = (
       deliveredCount = Math.max(0, receipts.length - deadLetteredCount - remaining)
     }
     const elapsedMs = drainedAt - startedAt
+    const counters = yield* Metric.snapshot
+    const total = (metric: Metric.Counter<number>) =>
+      counters.reduce((sum, m) => (m.id === metric.id && m.type === "Counter" ? sum + Number(m.state.count) : sum), 0)
     const result: DemoResult = {
       store: onPostgres ? "postgres" : "pglite",
       events: settings.events,
@@ -377,6 +387,9 @@ const runScenario = (
       emitLatencyMs: mapLatency(latencies.summary()),
       outageMs: server === undefined ? 0 : settings.outageMs,
       peakBacklog,
+      retransmitted: total(Metrics.retransmitted),
+      leftToRetransmitter: total(Metrics.queueFull),
+      publishRetries: total(Metrics.retries),
       elapsedMs,
       verifiedBy: server === undefined ? "emitter" : "ingest-server"
     }
