@@ -232,8 +232,14 @@ const deadLetterWhere = (filter: DeadLetterFilter) => {
   return { where, limit, params, param }
 }
 
+/** The driver's own message when it says more, e.g. "connect ECONNREFUSED 127.0.0.1:5432". */
+const underlying = (error: SqlError): string => {
+  const cause: unknown = error.reason.cause
+  return cause instanceof Error && cause.message !== "" && !error.message.includes(cause.message) ? `: ${cause.message}` : ""
+}
+
 const toStoreError = (operation: string) => (error: SqlError): StoreError =>
-  new StoreError({ operation, reason: `${error.reason._tag}: ${error.message}`, retryable: error.isRetryable })
+  new StoreError({ operation, reason: `${error.reason._tag}: ${error.message}${underlying(error)}`, retryable: error.isRetryable })
 
 /**
  * The driver decodes bytea as a view into the message it received. Rows outlive the query (they
