@@ -133,6 +133,7 @@ export interface MemoryPeak {
   readonly peakRssMb: number
   readonly peakHeapUsedMb: number
   readonly startRssMb: number
+  readonly startHeapUsedMb: number
   readonly endRssMb: number
   readonly endHeapUsedMb: number
 }
@@ -158,6 +159,7 @@ export const sampleMemory = (intervalMs = 100) => {
         peakRssMb: mb(peakRss),
         peakHeapUsedMb: mb(peakHeap),
         startRssMb: mb(start.rss),
+        startHeapUsedMb: mb(start.heapUsed),
         endRssMb: mb(end.rss),
         endHeapUsedMb: mb(end.heapUsed)
       }
@@ -264,10 +266,37 @@ export const awaitIdleMachine = async (thresholdPct: number, limitMs: number) =>
   return busy
 }
 
+/** CPU of everything else on the machine (other users' tests, builds), in % of one core. */
+export const unrelatedPct = (cpu: CpuUse) =>
+  Math.max(0, Math.round(cpu.machinePct * os.cpus().length - cpu.processPct - cpu.postgresPct -
+    Object.values(cpu.othersPct).reduce((a, b) => a + b, 0)))
+
+/** CPU microseconds per event of each process, from a CPU window and the event rate. */
+export const perEvent = (cpu: CpuUse, eventsPerSecond: number) => {
+  const us = (pct: number) => round((pct / 100) * 1e6 / eventsPerSecond, 1)
+  return {
+    thisProcessUs: us(cpu.processPct),
+    postgresUs: us(cpu.postgresPct),
+    ...Object.fromEntries(Object.entries(cpu.othersPct).map(([name, pct]) => [`${name.replace(/ (\w)/g, (_, c: string) => c.toUpperCase())}Us`, us(pct)]))
+  }
+}
+
+export const perEventLine = (cpu: CpuUse, eventsPerSecond: number) => {
+  const us = (pct: number) => `${round((pct / 100) * 1e6 / eventsPerSecond, 1)} µs`
+  const others = Object.entries(cpu.othersPct).map(([name, pct]) => `, ${name} ${us(pct)}`).join("")
+  return `CPU per event: this process ${us(cpu.processPct)}, PostgreSQL ${us(cpu.postgresPct)}${others}`
+}
+
+/** Unrelated load above which a figure is marked as disturbed (% of one core). */
+export const disturbanceLimitPct = 25
+
+export const disturbed = (cpu: CpuUse) => unrelatedPct(cpu) > disturbanceLimitPct
+
 export const cpuLine = (cpu: CpuUse) =>
   `CPU (% of one core): this process ${cpu.processPct}, PostgreSQL ${cpu.postgresPct}` +
   Object.entries(cpu.othersPct).map(([name, pct]) => `, ${name} ${pct}`).join("") +
-  `; machine ${cpu.machinePct} % of all ${os.cpus().length} cores`
+  `, unrelated processes ${unrelatedPct(cpu)} (machine ${cpu.machinePct} % of ${os.cpus().length} cores)` +
+  (disturbed(cpu) ? " ⚠ DISTURBED by unrelated load: figure not representative" : "")
 
 // ---- scenarios ----------------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ import * as baseline from "./baseline.ts"
 import {
   type BenchArgs,
   cpuLine,
+  perEvent,
+  perEventLine,
   cpuWindow,
   freshPrefix,
   int,
@@ -19,6 +21,8 @@ import {
   round,
   sampleMemory,
   type ScenarioResult,
+  unrelatedPct,
+  disturbed,
   since,
   summarize,
   withTables
@@ -88,7 +92,8 @@ export const run = (args: BenchArgs) => {
       `  ingest server: ${int(stats.events)} events in ${int(stats.requests)} requests, ${int(uniqueIds)} unique; duplicates ${duplicates}, lost ${lost}; rows left ${left}`,
       `  request mean ${round(internal.requestEventsMean, 1)} events (${int(internal.requests)} requests); ${latencyLine("PublishBatch request", request)}`,
       `  ${cpuLine(used)}`,
-      `  memory: peak RSS ${mem.peakRssMb} MB, peak heap used ${mem.peakHeapUsedMb} MB (start RSS ${mem.startRssMb} MB, end heap ${mem.endHeapUsedMb} MB)`
+      `  ${perEventLine(used, eventsPerSecond)}`,
+      `  memory: peak RSS ${mem.peakRssMb} MB, peak heap used ${mem.peakHeapUsedMb} MB (at the start: RSS ${mem.startRssMb} MB, heap ${mem.startHeapUsedMb} MB; heap at the end ${mem.endHeapUsedMb} MB)`
     ]
     return {
       report,
@@ -110,6 +115,9 @@ export const run = (args: BenchArgs) => {
         machineCpuPct: used.machinePct,
         postgresCpuPct: used.postgresPct,
         ingestServerCpuPct: used.othersPct["ingest server"],
+        unrelatedCpuPct: unrelatedPct(used),
+        disturbed: disturbed(used),
+        cpuPerEvent: perEvent(used, eventsPerSecond),
         peakRssMb: mem.peakRssMb,
         peakHeapUsedMb: mem.peakHeapUsedMb
       }

@@ -10,6 +10,8 @@ import {
   type BenchArgs,
   bounded,
   cpuLine,
+  perEvent,
+  perEventLine,
   cpuWindow,
   freshPrefix,
   int,
@@ -18,6 +20,8 @@ import {
   round,
   sampleMemory,
   type ScenarioResult,
+  unrelatedPct,
+  disturbed,
   since,
   summarize,
   withTables
@@ -85,7 +89,8 @@ export const run = (args: BenchArgs) => {
       `  ${latencyLine("PublishBatch request", request)}`,
       `  ${latencyLine("emit (call → receipt)", emitted.latency)}`,
       `  ${cpuLine(cpu)}`,
-      `  memory: peak RSS ${memory.peakRssMb} MB, peak heap used ${memory.peakHeapUsedMb} MB (start RSS ${memory.startRssMb} MB, end heap ${memory.endHeapUsedMb} MB)`
+      `  ${perEventLine(cpu, eventsPerSecond)}`,
+      `  memory: peak RSS ${memory.peakRssMb} MB, peak heap used ${memory.peakHeapUsedMb} MB (at the start: RSS ${memory.startRssMb} MB, heap ${memory.startHeapUsedMb} MB; heap at the end ${memory.endHeapUsedMb} MB)`
     ]
     return {
       report,
@@ -115,6 +120,9 @@ export const run = (args: BenchArgs) => {
         machineCpuPct: cpu.machinePct,
         postgresCpuPct: cpu.postgresPct,
         ingestServerCpuPct: cpu.othersPct["ingest server"],
+        unrelatedCpuPct: unrelatedPct(cpu),
+        disturbed: disturbed(cpu),
+        cpuPerEvent: perEvent(cpu, eventsPerSecond),
         peakRssMb: memory.peakRssMb,
         peakHeapUsedMb: memory.peakHeapUsedMb
       }

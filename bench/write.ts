@@ -12,12 +12,16 @@ import {
   type BenchArgs,
   bounded,
   cpuLine,
+  perEvent,
+  perEventLine,
   freshPrefix,
   int,
   latencyLine,
   quietLogs,
   round,
   type ScenarioResult,
+  unrelatedPct,
+  disturbed,
   withTables
 } from "./common.ts"
 import { closedLoop, openLoop } from "./load.ts"
@@ -73,7 +77,7 @@ export const run = (args: BenchArgs) => {
         `  ${String(c.concurrency).padStart(3)} emitters: ${int(c.eventsPerSecond)} events/s (${int(c.events)} in ${round(c.seconds, 1)} s` +
         `${c.errors > 0 ? `, ${c.errors} errors: ${c.firstError}` : ""}); ` +
         `commit batch mean ${round(c.internal.commitBatchMean, 1)}, commit mean ${round(c.internal.commitMeanMs, 2)} ms\n` +
-        `      ${cpuLine(c.cpu)}\n` +
+        `      ${cpuLine(c.cpu)}; ${perEventLine(c.cpu, c.eventsPerSecond)}\n` +
         `      ${latencyLine("emit latency", c.latency)}`
       ),
       `  ratio at 100 emitters: ${round(ratio, 2)} of the baseline (target ≥ 30 000 events/s)`,
@@ -105,7 +109,10 @@ export const run = (args: BenchArgs) => {
         processCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, c.cpu.processPct])),
         machineCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, c.cpu.machinePct])),
         postgresCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, c.cpu.postgresPct])),
+        unrelatedCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, unrelatedPct(c.cpu)])),
+        disturbed: closed.some((c) => disturbed(c.cpu)) || disturbed(open.cpu),
         inMemoryStoreEventsPerSecond: round(ceiling.eventsPerSecond, 0),
+        cpuPerEventAt100: perEvent(at100.cpu, at100.eventsPerSecond),
         secondsPerPhase: seconds,
         transport: "instant in-process"
       }
