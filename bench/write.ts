@@ -5,8 +5,9 @@
  * `instantTransport`), so the only delivery cost left is the Publisher itself and the coalesced
  * DELETEs of acknowledged rows, as in production steady state (the table stays small).
  */
-import { Effect } from "effect"
+import { Effect, Metric, References } from "effect"
 import { Emitter } from "../src/Emitter.ts"
+import * as Metrics from "../src/Metrics.ts"
 import * as baseline from "./baseline.ts"
 import {
   type BenchArgs,
@@ -17,6 +18,7 @@ import {
   freshPrefix,
   int,
   latencyLine,
+  ms,
   quietLogs,
   round,
   type ScenarioResult,
@@ -26,6 +28,9 @@ import {
 } from "./common.ts"
 import { closedLoop, openLoop } from "./load.ts"
 import { emitterLayer, inMemoryLayer, instantTransport, metricsWindow, resolveOptions } from "./stack.ts"
+
+/** Committed events the publisher could not take (left to the retransmitter), so far in this process. */
+const spilled = Effect.map(Metric.value(Metrics.queueFull), (state) => state.count)
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("write")
@@ -58,13 +63,16 @@ export const run = (args: BenchArgs) => {
       return { closed, open, openInternal }
     }).pipe(Effect.provide(emitterLayer(options, instantTransport)))
 
-    // The ceiling set by this process alone: the same emitter over the in-memory Store.
+    // The ceiling set by this process alone: the same emitter over the in-memory Store. There the
+    // write path can outrun the publisher; what spills is counted instead of logged.
+    const spilledBefore = yield* spilled
     const ceiling = yield* Effect.gen(function*() {
       const emitter = yield* Emitter
       yield* closedLoop(emitter, { concurrency: 100, seconds: 1, maxEvents: 100_000 })
       yield* bounded("flush after warm-up", 60_000, emitter.flush)
       return yield* closedLoop(emitter, { concurrency: 100, seconds, maxEvents })
-    }).pipe(Effect.provide(inMemoryLayer(options, instantTransport)))
+    }).pipe(Effect.provide(inMemoryLayer(options, instantTransport)), Effect.provideService(References.MinimumLogLevel, "Error"))
+    const ceilingSpilled = (yield* spilled) - spilledBefore
 
     const { closed, open, openInternal } = measured
     const by = Object.fromEntries(closed.map((c) => [c.concurrency, round(c.eventsPerSecond, 0)])) as Record<number, number>
@@ -81,11 +89,13 @@ export const run = (args: BenchArgs) => {
         `      ${latencyLine("emit latency", c.latency)}`
       ),
       `  ratio at 100 emitters: ${round(ratio, 2)} of the baseline (target ≥ 30 000 events/s)`,
-      `  ceiling of this process (same emitter, in-memory Store, 100 emitters): ${int(ceiling.eventsPerSecond)} events/s; ${cpuLine(ceiling.cpu)}`,
+      `  ceiling of this process (same emitter, in-memory Store, 100 emitters): ${int(ceiling.eventsPerSecond)} events/s; ${cpuLine(ceiling.cpu)}` +
+      (ceilingSpilled > 0 ? `; the publisher fell behind: ${int(ceilingSpilled)} events left to the retransmitter (publish queue full)` : ""),
       `  open loop ${int(open.offeredPerSecond)}/s offered for ${seconds} s (started ${int(open.startedPerSecond)}/s, max start lag ${round(open.maxStartLagMs, 1)} ms` +
       `${open.errors > 0 ? `, ${open.errors} errors: ${open.firstError}` : ""}); commit batch mean ${round(openInternal.commitBatchMean, 1)}`,
       `      ${latencyLine("emit latency", open.latency)} (target p99 ≤ 10 ms)`,
       `      ${latencyLine("from schedule", open.latencyFromSchedule)}`,
+      `      event-loop delay: p50 ${ms(open.eventLoopDelay.p50)}, p99 ${ms(open.eventLoopDelay.p99)}, max ${ms(open.eventLoopDelay.max)}`,
       `      ${cpuLine(open.cpu)}`
     ]
     return {
@@ -101,6 +111,8 @@ export const run = (args: BenchArgs) => {
         emitP999Ms: round(open.latency.p999, 3),
         emitMaxMs: round(open.latency.max, 3),
         emitP99FromScheduleMs: round(open.latencyFromSchedule.p99, 3),
+        eventLoopDelayP99Ms: round(open.eventLoopDelay.p99, 3),
+        eventLoopDelayMaxMs: round(open.eventLoopDelay.max, 3),
         offeredPerSecond: offered,
         startedPerSecond: round(open.startedPerSecond, 0),
         errors: closed.reduce((n, c) => n + c.errors, open.errors),
@@ -112,6 +124,7 @@ export const run = (args: BenchArgs) => {
         unrelatedCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, unrelatedPct(c.cpu)])),
         disturbed: closed.some((c) => disturbed(c.cpu)) || disturbed(open.cpu),
         inMemoryStoreEventsPerSecond: round(ceiling.eventsPerSecond, 0),
+        inMemoryStoreSpilled: ceilingSpilled,
         cpuPerEventAt100: perEvent(at100.cpu, at100.eventsPerSecond),
         secondsPerPhase: seconds,
         transport: "instant in-process"
