@@ -167,6 +167,16 @@ export const sampleMemory = (intervalMs = 100) => {
   }
 }
 
+/** Peak RSS of another process (Linux VmHWM), MB; NaN when unknown. */
+export const peakRssOf = (pid: number): number => {
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmHWM:"))
+    return line === undefined ? NaN : mb(Number(line.split(/\s+/)[1]) * 1024)
+  } catch {
+    return NaN
+  }
+}
+
 // ---- CPU ----------------------------------------------------------------------------------------
 
 /** Busy and total jiffies of the whole machine (Linux /proc/stat; zeros elsewhere). */

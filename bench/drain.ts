@@ -16,6 +16,7 @@ import {
   freshPrefix,
   int,
   latencyLine,
+  peakRssOf,
   prepared,
   quietLogs,
   round,
@@ -75,6 +76,7 @@ export const run = (args: BenchArgs) => {
     const mem = memory.stop()
 
     const stats = yield* Effect.promise(() => server.stats())
+    const serverPeakRssMb = peakRssOf(server.pid)
     const left = yield* tableRows(prefix)
     const seen = recorder.snapshot()
     const { elapsed, internal, readyMs, used } = measured
@@ -93,7 +95,7 @@ export const run = (args: BenchArgs) => {
       `  request mean ${round(internal.requestEventsMean, 1)} events (${int(internal.requests)} requests); ${latencyLine("PublishBatch request", request)}`,
       `  ${cpuLine(used)}`,
       `  ${perEventLine(used, eventsPerSecond)}`,
-      `  memory: peak RSS ${mem.peakRssMb} MB, peak heap used ${mem.peakHeapUsedMb} MB (at the start: RSS ${mem.startRssMb} MB, heap ${mem.startHeapUsedMb} MB; heap at the end ${mem.endHeapUsedMb} MB)`
+      `  memory: peak RSS ${mem.peakRssMb} MB, peak heap used ${mem.peakHeapUsedMb} MB (at the start: RSS ${mem.startRssMb} MB, heap ${mem.startHeapUsedMb} MB; heap at the end ${mem.endHeapUsedMb} MB); ingest server peak RSS ${serverPeakRssMb} MB`
     ]
     return {
       report,
@@ -119,7 +121,8 @@ export const run = (args: BenchArgs) => {
         disturbed: disturbed(used),
         cpuPerEvent: perEvent(used, eventsPerSecond),
         peakRssMb: mem.peakRssMb,
-        peakHeapUsedMb: mem.peakHeapUsedMb
+        peakHeapUsedMb: mem.peakHeapUsedMb,
+        ingestServerPeakRssMb: serverPeakRssMb
       }
     } satisfies ScenarioResult
   }))).pipe(Effect.provide(quietLogs))

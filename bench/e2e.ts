@@ -16,6 +16,7 @@ import {
   freshPrefix,
   int,
   latencyLine,
+  peakRssOf,
   quietLogs,
   round,
   sampleMemory,
@@ -63,6 +64,7 @@ export const run = (args: BenchArgs) => {
     }).pipe(Effect.provide(emitterLayer(options, recorded(grpcLayer(options), recorder.onAnswer))))
 
     const stats = yield* Effect.promise(() => server.stats())
+    const serverPeakRssMb = peakRssOf(server.pid)
     const left = yield* tableRows(prefix)
     const seen = recorder.snapshot()
     const { cpu, elapsed, emitted, emittedMs, internal, memory } = measured
@@ -90,7 +92,7 @@ export const run = (args: BenchArgs) => {
       `  ${latencyLine("emit (call → receipt)", emitted.latency)}`,
       `  ${cpuLine(cpu)}`,
       `  ${perEventLine(cpu, eventsPerSecond)}`,
-      `  memory: peak RSS ${memory.peakRssMb} MB, peak heap used ${memory.peakHeapUsedMb} MB (at the start: RSS ${memory.startRssMb} MB, heap ${memory.startHeapUsedMb} MB; heap at the end ${memory.endHeapUsedMb} MB)`
+      `  memory: peak RSS ${memory.peakRssMb} MB, peak heap used ${memory.peakHeapUsedMb} MB (at the start: RSS ${memory.startRssMb} MB, heap ${memory.startHeapUsedMb} MB; heap at the end ${memory.endHeapUsedMb} MB); ingest server peak RSS ${serverPeakRssMb} MB`
     ]
     return {
       report,
@@ -124,7 +126,8 @@ export const run = (args: BenchArgs) => {
         disturbed: disturbed(cpu),
         cpuPerEvent: perEvent(cpu, eventsPerSecond),
         peakRssMb: memory.peakRssMb,
-        peakHeapUsedMb: memory.peakHeapUsedMb
+        peakHeapUsedMb: memory.peakHeapUsedMb,
+        ingestServerPeakRssMb: serverPeakRssMb
       }
     } satisfies ScenarioResult
   }))).pipe(Effect.provide(quietLogs))
