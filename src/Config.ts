@@ -111,7 +111,7 @@ export const defaults: EmitterOptions = {
 
   maxEventBytes: 1024 * 1024,
   writeBatchSize: 1000,
-  writeLingerMs: 1,
+  writeLingerMs: 0,
   writeQueueCapacity: 20_000,
   writeConcurrency: 2,
   enqueueTimeoutMs: 5_000,

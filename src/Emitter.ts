@@ -3,7 +3,7 @@
  * committed it: a receipt means the event is durable. Delivery happens afterwards, in the
  * background; `flush` waits for it.
  */
-import { Clock, Context, Effect, Layer, Option } from "effect"
+import { Clock, Context, Effect, Layer, Option, Tracer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
 import { type EmitError, EventTooLarge, InvalidEvent } from "./Errors.ts"
 import * as Event from "./Event.ts"
@@ -49,10 +49,19 @@ export class Emitter extends Context.Service<Emitter, {
 }
 
 /** W3C traceparent of the current span, carried in the event so a consumer continues the trace. */
-const traceparent = Effect.map(Effect.option(Effect.currentSpan), Option.match({
+const traceparent = Effect.map(Effect.serviceOption(Tracer.ParentSpan), Option.match({
   onNone: () => undefined,
   onSome: (span) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 }))
+
+/**
+ * Runs `effect` in a span named `name` when the caller is traced (a parent span is in context),
+ * as OpenTelemetry instrumentations do with `requireParentSpan`: an untraced caller gets no root
+ * span per event, and pays nothing for one.
+ */
+const childSpan = (name: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Effect.serviceOption(Tracer.ParentSpan), (parent) =>
+    parent._tag === "None" ? effect : Effect.withSpan(effect, name, { kind: "producer" }))
 
 const countError = (error: EmitError) => Metrics.count(Metrics.emitErrors, 1, { reason: error._tag })
 
@@ -80,25 +89,19 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
     return prepared
   })
 
-  const emitAll = Effect.fn("Emitter.emitAll")(
-    function*(inputs: ReadonlyArray<Event.EmitInput>) {
+  const emitAll = (inputs: ReadonlyArray<Event.EmitInput>) =>
+    Effect.gen(function*() {
       const prepared = yield* prepareAll(inputs)
       const appended = yield* sequencer.submit(prepared)
       return prepared.map((event, i): EmitReceipt => ({ id: event.eventId, seq: appended[i]!.seq, source: event.source, type: event.type }))
-    },
-    Effect.tapError(countError),
-    Effect.trackDuration(Metrics.emitLatency)
-  )
+    }).pipe(Effect.tapError(countError), childSpan("Emitter.emitAll"))
 
-  const emit = Effect.fn("Emitter.emit")(
-    function*(input: Event.EmitInput) {
+  const emit = (input: Event.EmitInput) =>
+    Effect.gen(function*() {
       const [event] = yield* prepareAll([input])
       const [appended] = yield* sequencer.submit([event!])
       return { id: event!.eventId, seq: appended!.seq, source: event!.source, type: event!.type } satisfies EmitReceipt
-    },
-    Effect.tapError(countError),
-    Effect.trackDuration(Metrics.emitLatency)
-  )
+    }).pipe(Effect.tapError(countError), childSpan("Emitter.emit"))
 
   return Emitter.of({
     emit,

@@ -4,7 +4,7 @@
  * `Store.append`. Every caller is answered after the commit, never before; a failed or timed-out
  * commit fails every caller of that batch. Committed events go to the Handoff without waiting.
  */
-import { Cause, Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Queue, Semaphore } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Metric, Queue, Semaphore } from "effect"
 import type { EmitterOptions } from "./Config.ts"
 import { CommitFailed, EmitterClosed, EmitterOverloaded, StoreError } from "./Errors.ts"
 import { Handoff } from "./Handoff.ts"
@@ -23,6 +23,8 @@ export type SubmitError = EmitterOverloaded | EmitterClosed | CommitFailed
 interface Pending {
   readonly events: ReadonlyArray<NewEvent>
   readonly done: Deferred.Deferred<ReadonlyArray<Appended>, CommitFailed>
+  /** Clock time of the submit: emit latency is measured from it. */
+  readonly submittedAt: number
 }
 
 export class Sequencer extends Context.Service<Sequencer, {
@@ -70,11 +72,15 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     return rows
   }
 
-  const commit = (batch: ReadonlyArray<Pending>) =>
+  const commit = (taken: ReadonlyArray<Pending>) =>
     Effect.gen(function*() {
-      const events = batch.length === 1 ? batch[0]!.events : batch.flatMap((p) => p.events)
-      queuedEvents -= events.length
       const now = yield* Clock.currentTimeMillis
+      queuedEvents -= rowsOf(taken)
+      // A caller waits at most commitTimeout in the queue (the commit itself is bounded below):
+      // events that waited longer are refused uncommitted rather than answered late.
+      const batch = yield* refuseStale(taken, now)
+      if (batch.length === 0) return
+      const events = batch.length === 1 ? batch[0]!.events : batch.flatMap((p) => p.events)
       const leaseUntil = now + options.firstLeaseMs
       const exit = yield* store.append(events, { now, nextAttemptAt: leaseUntil }).pipe(
         Effect.timeout(options.commitTimeoutMs),
@@ -96,15 +102,17 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       yield* Metrics.countByKey(Metrics.emits, events)
       // Hand off before answering, so that an emit that has returned is covered by a later flush.
       yield* handoff.offer(committed)
+      const committedAt = yield* Clock.currentTimeMillis
       let at = 0
       for (const p of batch) {
         yield* Deferred.succeed(p.done, appended.slice(at, at + p.events.length))
+        yield* Metric.update(Metrics.emitLatency, Duration.millis(committedAt - p.submittedAt))
         at += p.events.length
       }
     }).pipe(
       // Whatever happens (a defect, an interruption at shutdown), no caller of this batch waits forever.
       Effect.onExit((exit) =>
-        Exit.isSuccess(exit) ? Effect.void : Effect.forEach(batch, (p) => Deferred.fail(p.done, toCommitFailed(exit.cause)), { discard: true })
+        Exit.isSuccess(exit) ? Effect.void : Effect.forEach(taken, (p) => Deferred.fail(p.done, toCommitFailed(exit.cause)), { discard: true })
       ),
       Effect.ignoreCause
     )
@@ -146,6 +154,16 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     })
   )
 
+  const refuseStale = (batch: ReadonlyArray<Pending>, now: number) => {
+    const stale = batch.filter((p) => now - p.submittedAt >= options.commitTimeoutMs)
+    if (stale.length === 0) return Effect.succeed(batch)
+    const error = new CommitFailed({ reason: "no commit within commitTimeout: the write queue is backed up", retryable: true, committed: "no" })
+    return Effect.as(
+      Effect.forEach(stale, (p) => Deferred.fail(p.done, error), { discard: true }),
+      batch.filter((p) => !stale.includes(p))
+    )
+  }
+
   const enqueue = (pending: Pending): Effect.Effect<void, EmitterOverloaded | EmitterClosed> => {
     if (Queue.offerUnsafe(queue, pending)) return Effect.void
     if (queue.state._tag !== "Open") return Effect.fail(new EmitterClosed())
@@ -160,16 +178,14 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
 
   const submit = (events: ReadonlyArray<NewEvent>): Effect.Effect<ReadonlyArray<Appended>, SubmitError> =>
     events.length === 0 ? Effect.succeed([]) : Effect.gen(function*() {
-      const done = yield* Deferred.make<ReadonlyArray<Appended>, CommitFailed>()
+      const done = Deferred.makeUnsafe<ReadonlyArray<Appended>, CommitFailed>()
       queuedEvents += events.length
-      yield* enqueue({ events, done }).pipe(Effect.onError(() => Effect.sync(() => queuedEvents -= events.length)))
-      // The committer bounds each commit; this bounds the wait in the queue as well.
-      return yield* Deferred.await(done).pipe(
-        Effect.timeoutOrElse({
-          duration: options.commitTimeoutMs + options.writeLingerMs,
-          orElse: () => Effect.fail(new CommitFailed({ reason: "no commit within commitTimeout", retryable: true, committed: "unknown" }))
-        })
+      yield* enqueue({ events, done, submittedAt: yield* Clock.currentTimeMillis }).pipe(
+        Effect.onError(() => Effect.sync(() => queuedEvents -= events.length))
       )
+      // No timeout here (it would cost a timer per emit): the committer refuses what waited longer
+      // than commitTimeout and bounds each commit by it, and shutdown fails what is stranded.
+      return yield* Deferred.await(done)
     })
 
   return Sequencer.of({ submit, queued: Effect.sync(() => queuedEvents) })

@@ -125,6 +125,21 @@ describe("Sequencer", () => {
       assert.strictEqual((error as CommitFailed).committed, "unknown")
     }))
 
+  it.effect("refuses, uncommitted, what waited in the queue for commitTimeout", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup({ commitTimeoutMs: 1000, writeConcurrency: 1 })
+      yield* control.appendGate.close
+      const first = yield* Effect.forkChild(Effect.flip(sequencer.submit([event(1)])))
+      yield* Effect.yieldNow
+      const second = yield* Effect.forkChild(Effect.flip(sequencer.submit([event(2)])))
+      yield* TestClock.adjust(1000)
+      const [a, b] = [yield* Fiber.join(first), yield* Fiber.join(second)]
+      assert.strictEqual((a as CommitFailed).committed, "unknown")
+      assert.strictEqual((b as CommitFailed).committed, "no")
+      assert.include(b.message, "write queue")
+      assert.deepStrictEqual(control.appends, [1])
+    }))
+
   it.effect("applies backpressure, then fails with EmitterOverloaded after enqueueTimeout", () =>
     Effect.gen(function*() {
       const { control, sequencer } = yield* setup({ writeQueueCapacity: 2, writeConcurrency: 1, enqueueTimeoutMs: 500 })

@@ -47,12 +47,19 @@ describe("observability", () => {
   it.live("a span per emit and per publish request; the event carries the emit span; delivery links to it", () => {
     const { layer, spans } = setup()
     return Effect.gen(function*() {
+      // The emit spans are children of the caller's span; an untraced caller gets none.
       const receipts = yield* Effect.forEach([1, 2, 3], () => Emitter.emit({ source: "billing", type: "invoice.paid" }))
+        .pipe(Effect.withSpan("checkout"))
+      const untraced = yield* Emitter.emit({ source: "billing", type: "untraced" })
       yield* Emitter.flush
       const sent = yield* ScriptedTransport.use((s) => s.sentEvents)
       const finished: ReadonlyArray<ReadableSpan> = spans.getFinishedSpans()
       const emitSpans = finished.filter((s) => s.name === "Emitter.emit")
       assert.strictEqual(emitSpans.length, 3)
+      const checkout = finished.find((s) => s.name === "checkout")!
+      for (const span of emitSpans) assert.strictEqual(span.parentSpanContext?.spanId, checkout.spanContext().spanId)
+      const untracedEvent = sent.find((e) => e.id === untraced.id)!
+      assert.isUndefined(untracedEvent.cloudEvent!.attributes.traceparent)
       const publishSpans = finished.filter((s) => s.name === "Publisher.publishBatch")
       assert.isAtLeast(publishSpans.length, 1)
       for (const receipt of receipts) {
