@@ -7,16 +7,12 @@
  * send time (a protobuf map entry appended to a message is a valid merge), so nothing is decoded or
  * re-encoded on the delivery path.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt"
+import { fromBinary } from "@bufbuild/protobuf"
+import { timestampMs } from "@bufbuild/protobuf/wkt"
 import { createHash, randomUUID } from "node:crypto"
 import { EventTooLarge, InvalidEvent } from "./Errors.ts"
-import {
-  type CloudEvent,
-  type CloudEventAttributeValue,
-  CloudEventAttributeValueSchema,
-  CloudEventSchema
-} from "./gen/io/cloudevents/v1/cloudevent_pb.js"
+import { type AttributeValue, encodeCloudEvent } from "./event/encode.ts"
+import { type CloudEvent, type CloudEventAttributeValue, CloudEventSchema } from "./gen/io/cloudevents/v1/cloudevent_pb.js"
 import type { NewEvent } from "./Store.ts"
 
 /** A JSON value, for `data` that is serialized as JSON. */
@@ -74,28 +70,22 @@ export const seqnumReserve = 40
 
 const encoder = new TextEncoder()
 
-const stringAttr = (value: string): CloudEventAttributeValue =>
-  create(CloudEventAttributeValueSchema, { attr: { case: "ceString", value } })
+const stringAttr = (value: string): AttributeValue => ({ case: "ceString", value })
 
-const timestampAttr = (ms: number): CloudEventAttributeValue =>
-  create(CloudEventAttributeValueSchema, { attr: { case: "ceTimestamp", value: timestampFromMs(ms) } })
+const timestampAttr = (ms: number): AttributeValue => ({ case: "ceTimestamp", value: ms })
 
 const invalid = (field: string, rule: string) => new InvalidEvent({ field, rule })
 
 const int32 = (n: number) => Number.isInteger(n) && n >= -2147483648 && n <= 2147483647
 
-const extensionAttr = (name: string, value: ExtensionValue): CloudEventAttributeValue | InvalidEvent => {
+const extensionAttr = (name: string, value: ExtensionValue): AttributeValue | InvalidEvent => {
   const field = `extensions.${name}`
   if (!extensionName.test(name)) return invalid(field, "name must be 1 to 20 lower-case letters or digits")
   if (reservedAttributes.has(name)) return invalid(field, "name is reserved")
   if (typeof value === "string") return stringAttr(value)
-  if (typeof value === "boolean") return create(CloudEventAttributeValueSchema, { attr: { case: "ceBoolean", value } })
-  if (typeof value === "number") {
-    return int32(value)
-      ? create(CloudEventAttributeValueSchema, { attr: { case: "ceInteger", value } })
-      : invalid(field, "a number must be a 32-bit integer")
-  }
-  if (value instanceof Uint8Array) return create(CloudEventAttributeValueSchema, { attr: { case: "ceBytes", value } })
+  if (typeof value === "boolean") return { case: "ceBoolean", value }
+  if (typeof value === "number") return int32(value) ? { case: "ceInteger", value } : invalid(field, "a number must be a 32-bit integer")
+  if (value instanceof Uint8Array) return { case: "ceBytes", value }
   if (value instanceof Date) {
     const ms = value.getTime()
     return Number.isNaN(ms) ? invalid(field, "invalid date") : timestampAttr(ms)
@@ -145,14 +135,28 @@ const len32be = (n: number) => {
  * The default idempotency key, as the reference emitter computes it: hex SHA-256 over
  * len32be(source) ‖ source ‖ len32be(type) ‖ type ‖ len32be(body) ‖ body.
  */
-export const idempotencyKey = (source: string, type: string, bodyBytes: Uint8Array): string => {
-  const s = encoder.encode(source)
-  const t = encoder.encode(type)
-  return createHash("sha256")
-    .update(len32be(s.length)).update(s)
-    .update(len32be(t.length)).update(t)
-    .update(len32be(bodyBytes.length)).update(bodyBytes)
-    .digest("hex")
+export const idempotencyKey = (source: string, type: string, bodyBytes: Uint8Array): string =>
+  createHash("sha256").update(keyPrefix(source, type)).update(len32be(bodyBytes.length)).update(bodyBytes).digest("hex")
+
+/** len32be(source) ‖ source ‖ len32be(type) ‖ type, cached: applications emit few distinct pairs. */
+const prefixes = new Map<string, Uint8Array>()
+const maxPrefixes = 1024
+const keyPrefix = (source: string, type: string): Uint8Array => {
+  const key = `${source}\u0000${type}`
+  let prefix = prefixes.get(key)
+  if (prefix === undefined) {
+    const s = encoder.encode(source)
+    const t = encoder.encode(type)
+    prefix = new Uint8Array(8 + s.length + t.length)
+    const view = new DataView(prefix.buffer)
+    view.setUint32(0, s.length)
+    prefix.set(s, 4)
+    view.setUint32(4 + s.length, t.length)
+    prefix.set(t, 8 + s.length)
+    if (prefixes.size >= maxPrefixes) prefixes.clear()
+    prefixes.set(key, prefix)
+  }
+  return prefix
 }
 
 /**
@@ -166,82 +170,75 @@ export const prepare = (input: EmitInput, context: PrepareContext): NewEvent | I
   const data = body(input.data)
   if (data instanceof InvalidEvent) return data
 
-  const attributes: Record<string, CloudEventAttributeValue> = {}
+  const attributes: Array<readonly [string, AttributeValue]> = []
   if (input.extensions !== undefined) {
     for (const name of Object.keys(input.extensions)) {
       const attr = extensionAttr(name, input.extensions[name]!)
       if (attr instanceof InvalidEvent) return attr
-      attributes[name] = attr
+      attributes.push([name, attr])
     }
   }
   const contentType = input.datacontenttype ?? data.contentType
   if (contentType !== undefined) {
     if (typeof contentType !== "string" || contentType.length === 0) return invalid("datacontenttype", "must be a non-empty string")
-    attributes.datacontenttype = stringAttr(contentType)
+    attributes.push(["datacontenttype", stringAttr(contentType)])
   }
   if (input.dataschema !== undefined) {
     if (typeof input.dataschema !== "string" || input.dataschema.length === 0) return invalid("dataschema", "must be a non-empty URI")
-    attributes.dataschema = create(CloudEventAttributeValueSchema, { attr: { case: "ceUri", value: input.dataschema } })
+    attributes.push(["dataschema", { case: "ceUri", value: input.dataschema }])
   }
   if (input.subject !== undefined) {
     if (typeof input.subject !== "string" || input.subject.length === 0) return invalid("subject", "must be a non-empty string")
-    attributes.subject = stringAttr(input.subject)
+    attributes.push(["subject", stringAttr(input.subject)])
   }
   if (input.time !== undefined) {
     const ms = timeMs(input.time)
     if (ms instanceof InvalidEvent) return ms
-    attributes.time = timestampAttr(ms)
+    attributes.push(["time", timestampAttr(ms)])
   }
   if (input.idempotencyKey !== undefined && (typeof input.idempotencyKey !== "string" || input.idempotencyKey.length === 0)) {
     return invalid("idempotencyKey", "must be a non-empty string")
   }
-  attributes.idempotencykey = stringAttr(input.idempotencyKey ?? idempotencyKey(input.source, input.type, data.bytes))
-  attributes.recordedtime = timestampAttr(context.now)
-  attributes.emitter = stringAttr(context.emitterName)
-  if (context.traceparent !== undefined) attributes.traceparent = stringAttr(context.traceparent)
-  if (context.tracestate !== undefined && context.tracestate.length > 0) attributes.tracestate = stringAttr(context.tracestate)
+  attributes.push(["idempotencykey", stringAttr(input.idempotencyKey ?? idempotencyKey(input.source, input.type, data.bytes))])
+  attributes.push(["recordedtime", timestampAttr(context.now)])
+  attributes.push(["emitter", stringAttr(context.emitterName)])
+  if (context.traceparent !== undefined) attributes.push(["traceparent", stringAttr(context.traceparent)])
+  if (context.tracestate !== undefined && context.tracestate.length > 0) attributes.push(["tracestate", stringAttr(context.tracestate)])
 
   const eventId = randomUUID()
-  const payload = toBinary(CloudEventSchema, create(CloudEventSchema, {
-    id: eventId,
-    source: input.source,
-    specVersion: "1.0",
-    type: input.type,
-    attributes,
-    data: data.case === undefined ? { case: undefined } : { case: data.case, value: data.value } as CloudEvent["data"]
-  }))
+  const payload = encodeCloudEvent({ id: eventId, source: input.source, type: input.type, attributes, data })
   if (payload.length + seqnumReserve > context.maxEventBytes) {
     return new EventTooLarge({ bytes: payload.length + seqnumReserve, maxBytes: context.maxEventBytes })
   }
   return { eventId, source: input.source, type: input.type, payload, traceparent: context.traceparent }
 }
 
-// Protobuf framing for the appended map entry: field 5 (attributes), wire type 2.
-const writeVarint = (out: Array<number>, n: number) => {
-  while (n > 0x7f) {
-    out.push((n & 0x7f) | 0x80)
-    n >>>= 7
-  }
-  out.push(n)
-}
 const seqnumKey = encoder.encode("seqnum")
 
-/** The bytes of the map entry `attributes["seqnum"] = ce_string(seq)`. */
-export const seqnumEntry = (seq: bigint): Uint8Array => {
-  const digits = encoder.encode(seq.toString())
-  const value = [0x1a, digits.length, ...digits] // CloudEventAttributeValue.ce_string = 3
-  const entry = [0x0a, seqnumKey.length, ...seqnumKey, 0x12, value.length, ...value] // key = 1, value = 2
-  const out: Array<number> = [0x2a] // CloudEvent.attributes = 5, length-delimited
-  writeVarint(out, entry.length)
-  return Uint8Array.from([...out, ...entry])
-}
-
-/** The stored payload with its durable `seqnum` attribute: what goes on the wire. */
+/**
+ * The stored payload with its durable `seqnum` attribute: what goes on the wire. The map entry
+ * `attributes["seqnum"] = ce_string(seq)` is appended to the encoded message (protobuf merges
+ * repeated map entries), written byte by byte: this runs once per event sent.
+ */
 export const withSeqnum = (payload: Uint8Array, seq: bigint): Uint8Array => {
-  const entry = seqnumEntry(seq)
-  const out = new Uint8Array(payload.length + entry.length)
+  const digits = seq.toString()
+  // value: CloudEventAttributeValue { ce_string (3) = digits }; entry: { key (1), value (2) }
+  const valueLength = 2 + digits.length
+  const entryLength = 2 + seqnumKey.length + 2 + valueLength
+  const out = new Uint8Array(payload.length + 2 + entryLength)
   out.set(payload, 0)
-  out.set(entry, payload.length)
+  let at = payload.length
+  out[at++] = 0x2a // CloudEvent.attributes = 5, length-delimited
+  out[at++] = entryLength // < 128: a seq has at most 20 digits
+  out[at++] = 0x0a
+  out[at++] = seqnumKey.length
+  out.set(seqnumKey, at)
+  at += seqnumKey.length
+  out[at++] = 0x12
+  out[at++] = valueLength
+  out[at++] = 0x1a
+  out[at++] = digits.length
+  for (let i = 0; i < digits.length; i++) out[at++] = digits.charCodeAt(i)
   return out
 }
 

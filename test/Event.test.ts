@@ -1,7 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
+import { create, toBinary } from "@bufbuild/protobuf"
+import { timestampFromMs } from "@bufbuild/protobuf/wkt"
 import { createHash } from "node:crypto"
 import { EventTooLarge, InvalidEvent } from "../src/Errors.ts"
+import * as Encode from "../src/event/encode.ts"
 import * as Event from "../src/Event.ts"
+import { CloudEventAttributeValueSchema, CloudEventSchema } from "../src/gen/io/cloudevents/v1/cloudevent_pb.js"
 import type { NewEvent } from "../src/Store.ts"
 
 const context: Event.PrepareContext = { emitterName: "test-emitter", maxEventBytes: 1024 * 1024, now: 1_764_000_000_123 }
@@ -117,4 +121,54 @@ describe("Event.withSeqnum", () => {
       assert.strictEqual(decoded.id, event.eventId)
     }
   })
+})
+
+describe("encodeCloudEvent", () => {
+  const viaReflection = (fields: Encode.CloudEventFields) =>
+    toBinary(CloudEventSchema, create(CloudEventSchema, {
+      id: fields.id,
+      source: fields.source,
+      specVersion: "1.0",
+      type: fields.type,
+      attributes: Object.fromEntries(fields.attributes.map(([name, v]) => [
+        name,
+        create(CloudEventAttributeValueSchema, {
+          attr: v.case === "ceTimestamp" ? { case: "ceTimestamp", value: timestampFromMs(v.value) } : v as never
+        })
+      ])),
+      data: fields.data.case === undefined ? { case: undefined } : fields.data as never
+    }))
+
+  const cases: ReadonlyArray<Encode.CloudEventFields> = [
+    { id: "a", source: "s", type: "t", attributes: [], data: { case: undefined } },
+    {
+      id: "e5c1d3c4-0000-4000-8000-000000000001", source: "bïlling/ünicode ✓", type: "invoice.paid",
+      attributes: [
+        ["flag", { case: "ceBoolean", value: false }],
+        ["on", { case: "ceBoolean", value: true }],
+        ["zero", { case: "ceInteger", value: 0 }],
+        ["neg", { case: "ceInteger", value: -2147483648 }],
+        ["max", { case: "ceInteger", value: 2147483647 }],
+        ["text", { case: "ceString", value: "" }],
+        ["uri", { case: "ceUri", value: "https://example.com/x" }],
+        ["ref", { case: "ceUriRef", value: "/x" }],
+        ["blob", { case: "ceBytes", value: new Uint8Array([0, 255, 7]) }],
+        ["epoch", { case: "ceTimestamp", value: 0 }],
+        ["before", { case: "ceTimestamp", value: -1_500 }],
+        ["now", { case: "ceTimestamp", value: 1_764_000_000_123 }]
+      ],
+      data: { case: "binaryData", value: new Uint8Array(300).fill(9) }
+    },
+    { id: "x", source: "s", type: "t", attributes: [["k", { case: "ceString", value: "v".repeat(200) }]], data: { case: "textData", value: "héllo" } },
+    { id: "x", source: "s", type: "t", attributes: [], data: { case: "binaryData", value: new Uint8Array(0) } }
+  ]
+
+  for (const [i, fields] of cases.entries()) {
+    it(`writes what the generated schema reads (case ${i})`, () => {
+      const direct = Event.decode(Encode.encodeCloudEvent(fields))
+      const reference = Event.decode(viaReflection(fields))
+      assert.deepStrictEqual(direct, reference)
+      assert.strictEqual(Encode.encodeCloudEvent(fields).length, viaReflection(fields).length)
+    })
+  }
 })
