@@ -125,11 +125,7 @@ const body = (data: EmitInput["data"]): Body | InvalidEvent => {
   return { case: "textData", value: json, bytes: encoder.encode(json), contentType: "application/json" }
 }
 
-const len32be = (n: number) => {
-  const b = new Uint8Array(4)
-  new DataView(b.buffer).setUint32(0, n)
-  return b
-}
+const len32be = (n: number) => Uint8Array.of(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff)
 
 /**
  * The default idempotency key, as the reference emitter computes it: hex SHA-256 over

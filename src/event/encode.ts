@@ -54,8 +54,21 @@ const writeValue = (w: BinaryWriter, value: AttributeValue) => {
   }
 }
 
+// One writer for the process, reused (encoding is synchronous): a fresh writer would grow its
+// buffer from scratch for every event. A writer grown by a large event is dropped afterwards.
+let writer = new BinaryWriter()
+const keptBufferBytes = 64 * 1024
+
 export const encodeCloudEvent = (event: CloudEventFields): Uint8Array => {
-  const w = new BinaryWriter()
+  try {
+    return write(writer, event)
+  } catch (error) {
+    writer = new BinaryWriter() // never reuse a writer left mid-message
+    throw error
+  }
+}
+
+const write = (w: BinaryWriter, event: CloudEventFields): Uint8Array => {
   w.tag(1, LD).string(event.id)
   w.tag(2, LD).string(event.source)
   w.tag(3, LD).string("1.0")
@@ -68,5 +81,7 @@ export const encodeCloudEvent = (event: CloudEventFields): Uint8Array => {
   }
   if (event.data.case === "binaryData") w.tag(6, LD).bytes(event.data.value)
   else if (event.data.case === "textData") w.tag(7, LD).string(event.data.value)
-  return w.finish()
+  const bytes = w.finish()
+  if (bytes.length > keptBufferBytes) writer = new BinaryWriter()
+  return bytes
 }
