@@ -3,7 +3,7 @@
  * committed it: a receipt means the event is durable. Delivery happens afterwards, in the
  * background; `flush` waits for it.
  */
-import { Clock, Context, Effect, Layer, Option, Tracer } from "effect"
+import { Clock, Context, Effect, Layer, Tracer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
 import { type EmitError, EventTooLarge, InvalidEvent } from "./Errors.ts"
 import * as Event from "./Event.ts"
@@ -48,20 +48,8 @@ export class Emitter extends Context.Service<Emitter, {
   static readonly health = Emitter.use((emitter) => emitter.health)
 }
 
-/** W3C traceparent of the current span, carried in the event so a consumer continues the trace. */
-const traceparent = Effect.map(Effect.serviceOption(Tracer.ParentSpan), Option.match({
-  onNone: () => undefined,
-  onSome: (span) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
-}))
-
-/**
- * Runs `effect` in a span named `name` when the caller is traced (a parent span is in context),
- * as OpenTelemetry instrumentations do with `requireParentSpan`: an untraced caller gets no root
- * span per event, and pays nothing for one.
- */
-const childSpan = (name: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.flatMap(Effect.serviceOption(Tracer.ParentSpan), (parent) =>
-    parent._tag === "None" ? effect : Effect.withSpan(effect, name, { kind: "producer" }))
+/** W3C traceparent of a span, carried in the event so a consumer continues the trace. */
+const traceparentOf = (span: Tracer.AnySpan) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 
 const countError = (error: EmitError) => Metrics.count(Metrics.emitErrors, 1, { reason: error._tag })
 
@@ -70,38 +58,47 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   const publisher = yield* Publisher
   const health = yield* Health
 
-  const prepareAll = Effect.fnUntraced(function*(inputs: ReadonlyArray<Event.EmitInput>) {
-    const context: Event.PrepareContext = {
-      emitterName: settings.name,
-      maxEventBytes: settings.maxEventBytes,
-      now: yield* Clock.currentTimeMillis,
-      traceparent: yield* traceparent
-    }
-    const prepared: Array<NewEvent> = []
-    for (let i = 0; i < inputs.length; i++) {
-      const event = Event.prepare(inputs[i]!, context)
-      if (event instanceof InvalidEvent) {
-        return yield* (inputs.length === 1 ? event : new InvalidEvent({ field: `[${i}].${event.field}`, rule: event.rule }))
+  /**
+   * Validates and encodes the events, then commits them. Written against the fiber directly (its
+   * Clock, its current span): this runs once per emit and every Effect step here costs.
+   */
+  const commit = (inputs: ReadonlyArray<Event.EmitInput>): Effect.Effect<ReadonlyArray<EmitReceipt>, EmitError> =>
+    Effect.withFiber<ReadonlyArray<EmitReceipt>, EmitError>((fiber) => {
+      const span = Context.getOption(fiber.context, Tracer.ParentSpan)
+      const context: Event.PrepareContext = {
+        emitterName: settings.name,
+        maxEventBytes: settings.maxEventBytes,
+        now: fiber.getRef(Clock.Clock).currentTimeMillisUnsafe(),
+        traceparent: span._tag === "Some" ? traceparentOf(span.value) : undefined
       }
-      if (event instanceof EventTooLarge) return yield* event
-      prepared.push(event)
-    }
-    return prepared
-  })
+      const prepared: Array<NewEvent> = new Array(inputs.length)
+      for (let i = 0; i < inputs.length; i++) {
+        const event = Event.prepare(inputs[i]!, context)
+        if (event instanceof InvalidEvent) {
+          return Effect.fail(inputs.length === 1 ? event : new InvalidEvent({ field: `[${i}].${event.field}`, rule: event.rule }))
+        }
+        if (event instanceof EventTooLarge) return Effect.fail(event)
+        prepared[i] = event
+      }
+      return Effect.map(sequencer.submit(prepared), (appended) =>
+        prepared.map((event, i): EmitReceipt => ({ id: event.eventId, seq: appended[i]!.seq, source: event.source, type: event.type })))
+    }).pipe(Effect.tapError(countError))
 
-  const emitAll = (inputs: ReadonlyArray<Event.EmitInput>) =>
-    Effect.gen(function*() {
-      const prepared = yield* prepareAll(inputs)
-      const appended = yield* sequencer.submit(prepared)
-      return prepared.map((event, i): EmitReceipt => ({ id: event.eventId, seq: appended[i]!.seq, source: event.source, type: event.type }))
-    }).pipe(Effect.tapError(countError), childSpan("Emitter.emitAll"))
+  /**
+   * The emit span is a child of the caller's span, made only when the caller is traced (as
+   * OpenTelemetry instrumentations do with `requireParentSpan`): an untraced caller gets no root
+   * span per event and pays nothing for one. The event carries the emit span as `traceparent`.
+   */
+  const traced = (name: string, inputs: ReadonlyArray<Event.EmitInput>) =>
+    Effect.withFiber((fiber) =>
+      Context.getOption(fiber.context, Tracer.ParentSpan)._tag === "None"
+        ? commit(inputs)
+        : Effect.withSpan(commit(inputs), name, { kind: "producer" })
+    )
 
-  const emit = (input: Event.EmitInput) =>
-    Effect.gen(function*() {
-      const [event] = yield* prepareAll([input])
-      const [appended] = yield* sequencer.submit([event!])
-      return { id: event!.eventId, seq: appended!.seq, source: event!.source, type: event!.type } satisfies EmitReceipt
-    }).pipe(Effect.tapError(countError), childSpan("Emitter.emit"))
+  const emitAll = (inputs: ReadonlyArray<Event.EmitInput>) => traced("Emitter.emitAll", inputs)
+
+  const emit = (input: Event.EmitInput) => Effect.map(traced("Emitter.emit", [input]), (receipts) => receipts[0]!)
 
   return Emitter.of({
     emit,

@@ -164,8 +164,8 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     )
   }
 
+  /** The slow path of a submit: the queue is full (wait for room, up to enqueueTimeout) or closed. */
   const enqueue = (pending: Pending): Effect.Effect<void, EmitterOverloaded | EmitterClosed> => {
-    if (Queue.offerUnsafe(queue, pending)) return Effect.void
     if (queue.state._tag !== "Open") return Effect.fail(new EmitterClosed())
     return Queue.offer(queue, pending).pipe(
       Effect.timeoutOption(options.enqueueTimeoutMs),
@@ -177,15 +177,21 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
   }
 
   const submit = (events: ReadonlyArray<NewEvent>): Effect.Effect<ReadonlyArray<Appended>, SubmitError> =>
-    events.length === 0 ? Effect.succeed([]) : Effect.gen(function*() {
+    events.length === 0 ? Effect.succeed([]) : Effect.withFiber((fiber) => {
       const done = Deferred.makeUnsafe<ReadonlyArray<Appended>, CommitFailed>()
-      queuedEvents += events.length
-      yield* enqueue({ events, done, submittedAt: yield* Clock.currentTimeMillis }).pipe(
-        Effect.onError(() => Effect.sync(() => queuedEvents -= events.length))
-      )
+      const pending: Pending = { events, done, submittedAt: fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() }
       // No timeout here (it would cost a timer per emit): the committer refuses what waited longer
       // than commitTimeout and bounds each commit by it, and shutdown fails what is stranded.
-      return yield* Deferred.await(done)
+      if (Queue.offerUnsafe(queue, pending)) {
+        queuedEvents += events.length
+        return Deferred.await(done)
+      }
+      return enqueue(pending).pipe(
+        Effect.andThen(() => {
+          queuedEvents += events.length
+          return Deferred.await(done)
+        })
+      )
     })
 
   return Sequencer.of({ submit, queued: Effect.sync(() => queuedEvents) })
