@@ -4,7 +4,7 @@
  * whatever metrics layer the application provides (e.g. @effect/opentelemetry's NodeSdk).
  * Per-event paths update them once per batch, grouped by source and type, never once per event.
  */
-import { Duration, Effect, Metric } from "effect"
+import { Effect, Metric } from "effect"
 
 const sizeBoundaries = Metric.exponentialBoundaries({ start: 1, factor: 2, count: 16 })
 const byteBoundaries = Metric.exponentialBoundaries({ start: 256, factor: 4, count: 10 })
@@ -68,5 +68,3 @@ export const countByKey = (
 /** Records one commit: its size and its duration. */
 export const trackCommit = (events: number) => <A, E, R>(self: Effect.Effect<A, E, R>) =>
   Metric.update(commitBatchSize, events).pipe(Effect.andThen(self), Effect.trackDuration(commitLatency))
-
-export const millis = (ms: number) => Duration.millis(ms)
