@@ -223,19 +223,21 @@ export const resolve = Effect.fnUntraced(function*(input: EmitterOptionsInput = 
   return options
 })
 
-const positiveInts: ReadonlyArray<keyof EmitterOptions> = [
+/** Options that must be positive integers (exported for the tests of every rule). */
+export const positiveInts: ReadonlyArray<keyof EmitterOptions> = [
   "maxConnections", "maxEventBytes", "writeBatchSize", "writeQueueCapacity", "writeConcurrency",
   "maxRequestBytes", "publishBatchSize", "publishQueueCapacity", "publishConcurrency", "deleteBatchSize",
   "claimBatchSize", "expiryBatchSize"
 ]
-const positiveDurations: ReadonlyArray<keyof EmitterOptions> = [
+export const positiveDurations: ReadonlyArray<keyof EmitterOptions> = [
   "enqueueTimeoutMs", "commitTimeoutMs", "requestTimeoutMs", "retryBaseDelayMs", "retryMaxDelayMs",
   "retryBudgetMs", "shutdownTimeoutMs", "firstLeaseMs", "leaseBaseMs", "leaseMaxMs", "retransmitIntervalMs",
   "ttlMs", "expiryIntervalMs", "statsIntervalMs"
 ]
-const nonNegativeDurations: ReadonlyArray<keyof EmitterOptions> = ["writeLingerMs", "publishLingerMs", "deleteLingerMs"]
+export const nonNegativeDurations: ReadonlyArray<keyof EmitterOptions> = ["writeLingerMs", "publishLingerMs", "deleteLingerMs"]
 
-const optionName = (key: string) => key.endsWith("Ms") ? key.slice(0, -2) : key
+/** The name users write: `requestTimeoutMs` is set as `requestTimeout`. */
+export const optionName = (key: string) => key.endsWith("Ms") ? key.slice(0, -2) : key
 
 const validate = Effect.fnUntraced(function*(o: EmitterOptions) {
   for (const key of positiveInts) {

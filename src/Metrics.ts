@@ -4,7 +4,7 @@
  * whatever metrics layer the application provides (e.g. @effect/opentelemetry's NodeSdk).
  * Per-event paths update them once per batch, grouped by source and type, never once per event.
  */
-import { Effect, Metric } from "effect"
+import { type Duration, Effect, Metric } from "effect"
 
 const sizeBoundaries = Metric.exponentialBoundaries({ start: 1, factor: 2, count: 16 })
 const byteBoundaries = Metric.exponentialBoundaries({ start: 256, factor: 4, count: 10 })
@@ -13,7 +13,7 @@ const msBoundaries = Metric.exponentialBoundaries({ start: 0.25, factor: 2, coun
 // emits
 export const emits = Metric.counter("durable_emitter.emit.events", { description: "Events committed by emit, by source and type", incremental: true })
 export const emitErrors = Metric.counter("durable_emitter.emit.errors", { description: "Failed emits, by reason", incremental: true })
-export const emitLatency = Metric.timer("durable_emitter.emit.duration", { description: "Time from emit to commit", boundaries: msBoundaries })
+export const emitLatency = Metric.timer("durable_emitter.emit.duration", { description: "Time from emit to commit, by source and type", boundaries: msBoundaries })
 
 // group commit
 export const commitBatchSize = Metric.histogram("durable_emitter.commit.batch_size", { description: "Events per commit", boundaries: sizeBoundaries })
@@ -64,6 +64,23 @@ export const countByKey = (
     return Effect.forEach(counts.values(), ({ source, type, n }) =>
       count(metric, n, extra === undefined ? { source, type } : { ...extra, source, type }), { discard: true })
   })
+
+/**
+ * The emit-latency timer of one (source, type), built once: this is updated for every committed
+ * event. Past `maxKeys` distinct pairs the cache starts over (bounded memory, not correctness).
+ */
+const latencyTimers = new Map<string, Metric.Metric<Duration.Duration, Metric.HistogramState>>()
+const maxKeys = 1024
+export const emitLatencyOf = (source: string, type: string) => {
+  const key = `${source}\u0000${type}`
+  let timer = latencyTimers.get(key)
+  if (timer === undefined) {
+    if (latencyTimers.size >= maxKeys) latencyTimers.clear()
+    timer = Metric.withAttributes(emitLatency, { source, type })
+    latencyTimers.set(key, timer)
+  }
+  return timer
+}
 
 /** Records one commit: its size and its duration. */
 export const trackCommit = (events: number) => <A, E, R>(self: Effect.Effect<A, E, R>) =>

@@ -106,7 +106,8 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       let at = 0
       for (const p of batch) {
         yield* Deferred.succeed(p.done, appended.slice(at, at + p.events.length))
-        yield* Metric.update(Metrics.emitLatency, Duration.millis(committedAt - p.submittedAt))
+        const latency = Duration.millis(committedAt - p.submittedAt)
+        for (const e of p.events) yield* Metric.update(Metrics.emitLatencyOf(e.source, e.type), latency)
         at += p.events.length
       }
     }).pipe(

@@ -34,8 +34,8 @@ describe("Config.resolve", () => {
       assert.strictEqual(Config.describe(options).store, "postgres")
     }))
 
-  for (const key of ["writeBatchSize", "publishConcurrency", "maxEventBytes", "claimBatchSize", "expiryBatchSize", "writeQueueCapacity"] as const) {
-    it.effect(`rejects a zero or negative ${key}`, () =>
+  for (const key of Config.positiveInts) {
+    it.effect(`rejects a zero, negative or fractional ${key}`, () =>
       Effect.gen(function*() {
         yield* rejects({ [key]: 0 }, key, /positive integer/)
         yield* rejects({ [key]: -3 }, key, /positive integer/)
@@ -43,16 +43,22 @@ describe("Config.resolve", () => {
       }))
   }
 
-  for (const key of ["retransmitInterval", "expiryInterval", "requestTimeout", "ttl", "shutdownTimeout", "statsInterval"] as const) {
-    it.effect(`rejects a zero ${key}`, () => rejects({ [key]: 0 }, key, /positive, finite duration/))
+  for (const key of Config.positiveDurations.map(Config.optionName)) {
+    it.effect(`rejects a zero or infinite ${key}`, () =>
+      Effect.gen(function*() {
+        yield* rejects({ [key]: 0 }, key, /positive, finite duration/)
+        yield* rejects({ [key]: "Infinity" }, key, /positive, finite duration/)
+      }))
   }
 
-  it.effect("accepts a zero linger but not a negative one", () =>
-    Effect.gen(function*() {
-      const options = yield* Config.resolve({ writeLinger: 0, publishLinger: 0 })
-      assert.strictEqual(options.writeLingerMs, 0)
-      yield* rejects({ publishLinger: -1 }, "publishLinger", /zero or a positive/)
-    }))
+  for (const key of Config.nonNegativeDurations.map(Config.optionName)) {
+    it.effect(`accepts a zero ${key} but not a negative one`, () =>
+      Effect.gen(function*() {
+        const options = yield* Config.resolve({ [key]: 0 })
+        assert.strictEqual(options[`${key}Ms` as keyof typeof options], 0)
+        yield* rejects({ [key]: -1 }, key, /zero or a positive/)
+      }))
+  }
 
   it.effect("rejects something that is not a duration", () => rejects({ ttl: "soon" as never }, "ttl", /must be a duration/))
   it.effect("rejects an event limit above the request limit", () =>

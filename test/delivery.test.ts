@@ -134,6 +134,27 @@ describe("delivery over loopback HTTP/2", () => {
         assert.strictEqual(server.received.ids.size, 41)
       })))
 
+  it.live("health turns degraded while the ingest server is down and healthy once it is back", () =>
+    withEmitter({ retryBudget: "400 millis" }, (server) =>
+      Effect.gen(function*() {
+        yield* emitMany(5)
+        yield* Emitter.flush
+        assert.strictEqual((yield* Emitter.health).status, "healthy")
+        yield* Effect.promise(() => server.faults.down("refuse"))
+        yield* emitMany(5)
+        yield* Emitter.flush
+        const down = yield* Emitter.health
+        assert.strictEqual(down.status, "degraded")
+        assert.match(down.reasons.join("; "), /ingest failing/)
+        assert.isAbove(down.transport.consecutiveFailures, 0)
+        yield* Effect.promise(() => server.faults.up())
+        yield* emitMany(5)
+        yield* Emitter.flush
+        const up = yield* Emitter.health
+        assert.strictEqual(up.status, "healthy", up.reasons.join("; "))
+        assert.isDefined(up.transport.lastSuccessAt)
+      })))
+
   it.live("shutdown delivers what was emitted before the scope closed", () =>
     Effect.gen(function*() {
       const server = yield* ingestServer
