@@ -100,7 +100,7 @@ describe("observability", () => {
       assert.isAtLeast(points(resourceMetrics, "durable_emitter.publish.request_bytes").length, 1)
       const info = points(resourceMetrics, "durable_emitter.config.info").find((p) => p.attributes.name === "otel-test")
       assert.isDefined(info)
-      assert.strictEqual(info!.attributes.publishBatchSize, "500")
+      assert.strictEqual(info!.attributes.publishBatchSize, "1000")
       assert.notProperty(info!.attributes, "databaseUrl")
     }).pipe(Effect.provide(layer))
   })
