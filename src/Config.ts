@@ -29,7 +29,7 @@ export interface EmitterOptions {
   readonly writeBatchSize: number
   /** How long the write path waits to fill a commit batch once the first event is there (0 = no wait). */
   readonly writeLingerMs: number
-  /** Events waiting for a commit; when full, `emit` waits up to `enqueueTimeout`. */
+  /** Emits waiting for a commit (an `emitAll` counts once); when full, `emit` waits up to `enqueueTimeout`. */
   readonly writeQueueCapacity: number
   /** Commits in flight at once. */
   readonly writeConcurrency: number
