@@ -32,8 +32,11 @@ const retransmitTick = (options: RetransmitterOptions) =>
   Effect.gen(function*() {
     const store = yield* Store
     const publisher = yield* Publisher
-    // Claim only what the publisher can take now: a claimed row's lease runs while it waits.
-    yield* publisher.awaitRoom(options.claimBatchSize)
+    // Claim only what the publisher can take now: a claimed row's lease runs while it waits. While
+    // the queue stays full (ingest down) the tick ends after an interval, so the loop still reports
+    // itself alive, and comes straight back.
+    const room = yield* publisher.awaitRoom(options.claimBatchSize).pipe(Effect.timeoutOption(options.retransmitIntervalMs))
+    if (room._tag === "None") return true
     const now = yield* Clock.currentTimeMillis
     const rows = yield* store.claim({ now, limit: options.claimBatchSize, leaseBaseMs: options.leaseBaseMs, leaseMaxMs: options.leaseMaxMs })
     if (rows.length === 0) return false
@@ -48,7 +51,9 @@ const retransmitTick = (options: RetransmitterOptions) =>
     }
     const good = poison.length === 0 ? rows : rows.filter((row) => !poison.some((p) => p.row === row))
     yield* Metrics.countByKey(Metrics.retransmitted, good)
-    yield* publisher.submit(good)
+    // Bounded like the wait for room: what the queue did not take in time comes due again when
+    // its lease ends (the publisher never sends a row past its lease, so nothing goes out twice).
+    yield* publisher.submit(good).pipe(Effect.timeoutOption(options.retransmitIntervalMs))
     return true
   })
 

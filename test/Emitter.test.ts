@@ -3,7 +3,7 @@
  * also how users test their own code against the emitter.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Metric } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Metric, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { DurableEmitter } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
@@ -115,6 +115,28 @@ describe("Emitter", () => {
       assert.strictEqual(delivered[0]!.seqnum, "1")
       assert.strictEqual(yield* backlog, 0)
     }).pipe(Effect.provide(TestLayer)))
+
+  it.effect("a retransmitter waiting for room in a full publish queue still reports itself alive", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(
+        DurableEmitter.layerNoDeps({
+          publishQueueCapacity: 2, publishBatchSize: 1, publishConcurrency: 1, publishLinger: 0, shutdownTimeout: "1 second"
+        }).pipe(Layer.provideMerge(Layer.mergeAll(MemoryStore.layer, ScriptedTransport.layer([Script.hang])))),
+        scope
+      )
+      const emitter = Context.get(context, Emitter)
+      yield* Effect.forEach([1, 2, 3, 4, 5, 6], () => emitter.emit({ source: "s", type: "t" }))
+      // The first request hangs: the queue stays full, and the rows left out come due after their first lease.
+      for (let i = 0; i < 20; i++) yield* TestClock.adjust("5 seconds")
+      const report = yield* emitter.health
+      assert.notMatch(report.reasons.join("; "), /retransmit loop/)
+      assert.isDefined(report.loops.retransmit?.lastSuccessAt)
+      assert.isAtLeast(report.loops.retransmit!.lastSuccessAt!, 95_000)
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(closing)
+    }))
 
   it.effect("counts committed events per source and type", () =>
     Effect.gen(function*() {
