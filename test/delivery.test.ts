@@ -9,7 +9,7 @@ import { Emitter } from "../src/Emitter.ts"
 import type * as Config from "../src/Config.ts"
 import { Store } from "../src/Store.ts"
 import { type IngestServerHandle, startIngestServer } from "../src/testing/IngestServer.ts"
-import { databaseUrl, dropTables, freshPrefix } from "./support/pg.ts"
+import { databaseUrl, scopedPrefix } from "./support/pg.ts"
 
 const ingestServer = Effect.acquireRelease(
   Effect.promise(() => startIngestServer()),
@@ -23,8 +23,7 @@ const withEmitter = <A, E>(
 ) =>
   Effect.gen(function*() {
     const server = yield* ingestServer
-    const prefix = freshPrefix()
-    yield* Effect.addFinalizer(() => dropTables(prefix))
+    const prefix = yield* scopedPrefix
     const layer = DurableEmitter.layerWith({
       databaseUrl: Redacted.make(databaseUrl),
       ingestUrl: server.url,
@@ -158,8 +157,7 @@ describe("delivery over loopback HTTP/2", () => {
   it.live("shutdown delivers what was emitted before the scope closed", () =>
     Effect.gen(function*() {
       const server = yield* ingestServer
-      const prefix = freshPrefix()
-      yield* Effect.addFinalizer(() => dropTables(prefix))
+      const prefix = yield* scopedPrefix
       const layer = DurableEmitter.layerWith({
         databaseUrl: Redacted.make(databaseUrl), ingestUrl: server.url, tablePrefix: prefix, retransmit: false,
         publishLinger: "200 millis"

@@ -18,7 +18,8 @@ import { type NewEvent, Store } from "../src/Store.ts"
 import * as PgStore from "../src/store/PgStore.ts"
 import { startIngestServer } from "../src/testing/IngestServer.ts"
 import * as GrpcTransport from "../src/transport/GrpcTransport.ts"
-import { databaseUrl, dropTables, freshPrefix } from "./support/pg.ts"
+import { databaseUrl, scopedPrefix as tables } from "./support/pg.ts"
+import { fastRecovery } from "./support/recovery.ts"
 
 const url = Redacted.make(databaseUrl)
 const SqlLive = PgClient.layer({ url, maxConnections: 2 })
@@ -28,26 +29,9 @@ const ingestServer = Effect.acquireRelease(
   (server) => Effect.promise(() => server.close())
 )
 
-const tables = Effect.gen(function*() {
-  const prefix = freshPrefix()
-  yield* Effect.addFinalizer(() => dropTables(prefix))
-  return prefix
-})
-
 const options = (prefix: string, ingestUrl: string): Config.EmitterOptionsInput => ({
-  databaseUrl: url,
-  ingestUrl,
-  tablePrefix: prefix,
-  maxConnections: 4,
-  requestTimeout: 300,
-  firstLease: 1_000,
-  leaseBase: 500,
-  leaseMax: 2_000,
-  retransmitInterval: 100,
-  retryBaseDelay: 20,
-  retryMaxDelay: 100,
-  retryBudget: 150,
-  shutdownTimeout: 2_000
+  ...fastRecovery(prefix, ingestUrl),
+  databaseUrl: url
 })
 
 const query = <A extends object>(text: string) =>

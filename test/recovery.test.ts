@@ -16,7 +16,8 @@ import * as Event from "../src/Event.ts"
 import { Store } from "../src/Store.ts"
 import { type IngestServerHandle, type ReceivedEvent, startIngestServer } from "../src/testing/IngestServer.ts"
 import { type Receipt, startEmitterProcess } from "./fixtures/emitter-process.ts"
-import { databaseUrl, dropTables, freshPrefix } from "./support/pg.ts"
+import { databaseUrl, scopedPrefix as tables } from "./support/pg.ts"
+import { fastRecovery } from "./support/recovery.ts"
 
 const SqlLive = PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 2 })
 
@@ -25,30 +26,6 @@ const ingestServer = (options: Parameters<typeof startIngestServer>[0] = {}) =>
     Effect.promise(() => startIngestServer({ record: "events", ...options })),
     (server) => Effect.promise(() => server.close())
   )
-
-/** Fresh tables, dropped when the scope closes (also on failure). */
-const tables = Effect.gen(function*() {
-  const prefix = freshPrefix()
-  yield* Effect.addFinalizer(() => dropTables(prefix))
-  return prefix
-})
-
-/** Short leases and timeouts, within the validation rules (firstLease, leaseBase > 1.25 × requestTimeout). */
-const fastRecovery = (prefix: string, ingestUrl: string): EmitterOptionsInput => ({
-  ingestUrl,
-  tablePrefix: prefix,
-  maxConnections: 4,
-  requestTimeout: 300,
-  firstLease: 1_000,
-  leaseBase: 500,
-  leaseMax: 2_000,
-  retransmitInterval: 100,
-  retryBaseDelay: 20,
-  retryMaxDelay: 100,
-  retryBudget: 150,
-  shutdownTimeout: 2_000,
-  statsInterval: 1_000
-})
 
 const count = (prefix: string, table: "events" | "dead_letters") =>
   SqlClient.SqlClient.use((sql) => sql.unsafe<{ n: bigint }>(`SELECT count(*) AS n FROM ${prefix}_${table}`)).pipe(

@@ -18,3 +18,10 @@ export const dropTables = (prefix: string) =>
     Effect.provide(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 })),
     Effect.orDie
   )
+
+/** A fresh table prefix whose tables are dropped when the test's scope closes. */
+export const scopedPrefix = Effect.gen(function*() {
+  const prefix = freshPrefix()
+  yield* Effect.addFinalizer(() => dropTables(prefix))
+  return prefix
+})
