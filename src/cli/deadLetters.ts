@@ -73,18 +73,7 @@ const list = Command.make("list", {
       const rows = yield* store.listDeadLetters(filter)
       if (flags.json) {
         for (const d of rows) {
-          yield* Console.log(JSON.stringify({
-            eventId: d.eventId,
-            source: d.source,
-            type: d.type,
-            seq: d.seq.toString(),
-            code: d.code,
-            reason: d.reason,
-            attempts: d.attempts,
-            createdAt: Format.iso(d.createdAt),
-            deadLetteredAt: Format.iso(d.deadLetteredAt),
-            payload: Buffer.from(d.payload).toString("base64")
-          }))
+          yield* Console.log(JSON.stringify({ ...Format.deadLetter(d), payload: Buffer.from(d.payload).toString("base64") }))
         }
         return
       }

@@ -1,4 +1,5 @@
 /** Small text helpers for the command-line output. */
+import type { DeadLetter } from "../Store.ts"
 
 export const integer = (n: number): string => Math.round(n).toLocaleString("en-US")
 
@@ -25,6 +26,19 @@ export const millis = (ms: number): string => {
 }
 
 export const iso = (ms: number): string => new Date(ms).toISOString()
+
+/** A dead letter as JSON, without its payload (callers add it in the form they need). */
+export const deadLetter = (d: DeadLetter) => ({
+  eventId: d.eventId,
+  source: d.source,
+  type: d.type,
+  seq: d.seq.toString(),
+  code: d.code,
+  reason: d.reason,
+  attempts: d.attempts,
+  createdAt: iso(d.createdAt),
+  deadLetteredAt: iso(d.deadLetteredAt)
+})
 
 /** Left-aligned columns, two spaces apart. */
 export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {

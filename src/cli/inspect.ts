@@ -29,18 +29,7 @@ export const latestDeadLetters = (total: number, n: number) =>
     return best.slice(-n)
   })
 
-const deadLetterJson = (d: DeadLetter) => ({
-  eventId: d.eventId,
-  source: d.source,
-  type: d.type,
-  seq: d.seq.toString(),
-  code: d.code,
-  reason: d.reason,
-  attempts: d.attempts,
-  createdAt: Format.iso(d.createdAt),
-  deadLetteredAt: Format.iso(d.deadLetteredAt),
-  payloadBytes: d.payload.byteLength
-})
+const deadLetterJson = (d: DeadLetter) => ({ ...Format.deadLetter(d), payloadBytes: d.payload.byteLength })
 
 export const inspectCommand = Command.make("inspect", {
   ...storeFlags,
