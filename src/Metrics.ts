@@ -31,7 +31,7 @@ export const retries = Metric.counter("durable_emitter.publish.retries", { descr
 export const pushBackWaits = Metric.timer("durable_emitter.publish.push_back", { description: "Waits imposed by server push-back", boundaries: msBoundaries })
 
 // queues and table
-export const writeQueue = Metric.gauge("durable_emitter.write_queue.events", { description: "Events waiting for a commit" })
+export const writeQueue = Metric.gauge("durable_emitter.write_queue.emits", { description: "Emits waiting for a commit (an emitAll counts once)" })
 export const publishQueue = Metric.gauge("durable_emitter.publish_queue.events", { description: "Committed events waiting to be sent" })
 export const backlog = Metric.gauge("durable_emitter.table.backlog", { description: "Rows in the events table" })
 export const oldestAge = Metric.gauge("durable_emitter.table.oldest_age_ms", { description: "Age of the oldest pending row, ms" })

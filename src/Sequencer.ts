@@ -30,7 +30,7 @@ interface Pending {
 export class Sequencer extends Context.Service<Sequencer, {
   /** Commits the events in one transaction and answers what the store assigned, in input order. */
   readonly submit: (events: ReadonlyArray<NewEvent>) => Effect.Effect<ReadonlyArray<Appended>, SubmitError>
-  /** Events waiting for a commit. */
+  /** Emits waiting for a commit (an emitAll counts once), as `writeQueueCapacity` counts them. */
   readonly queued: Effect.Effect<number>
 }>()("durable-emitter/Sequencer") {
   static readonly layer = (options: SequencerOptions): Layer.Layer<Sequencer, never, Store | Handoff> =>
@@ -58,7 +58,6 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
   const store = yield* Store
   const handoff = yield* Handoff
   const queue = yield* Queue.bounded<Pending, Cause.Done>(options.writeQueueCapacity)
-  let queuedEvents = 0
 
   /** Takes what is waiting without blocking, until the batch holds `writeBatchSize` rows. */
   const fill = (batch: Array<Pending>) => {
@@ -75,7 +74,6 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
   const commit = (taken: ReadonlyArray<Pending>) =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
-      queuedEvents -= rowsOf(taken)
       // A caller waits at most commitTimeout in the queue (the commit itself is bounded below):
       // events that waited longer are refused uncommitted rather than answered late.
       const batch = yield* refuseStale(taken, now)
@@ -183,17 +181,8 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       const pending: Pending = { events, done, submittedAt: fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() }
       // No timeout here (it would cost a timer per emit): the committer refuses what waited longer
       // than commitTimeout and bounds each commit by it, and shutdown fails what is stranded.
-      if (Queue.offerUnsafe(queue, pending)) {
-        queuedEvents += events.length
-        return Deferred.await(done)
-      }
-      return enqueue(pending).pipe(
-        Effect.andThen(() => {
-          queuedEvents += events.length
-          return Deferred.await(done)
-        })
-      )
+      return Queue.offerUnsafe(queue, pending) ? Deferred.await(done) : Effect.andThen(enqueue(pending), Deferred.await(done))
     })
 
-  return Sequencer.of({ submit, queued: Effect.sync(() => queuedEvents) })
+  return Sequencer.of({ submit, queued: Effect.sync(() => Queue.sizeUnsafe(queue)) })
 })
