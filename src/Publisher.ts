@@ -8,12 +8,13 @@
  */
 import { Cause, Clock, Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Queue, Random, Schedule, Semaphore, Tracer } from "effect"
 import { type EmitterOptions, leaseSlack } from "./Config.ts"
-import { withSeqnum } from "./Event.ts"
+import { seqnumReserve, withSeqnum } from "./Event.ts"
 import { Handoff } from "./Handoff.ts"
 import * as Metrics from "./Metrics.ts"
 import { retryDelayMs } from "./publisher/backoff.ts"
 import * as Barrier from "./publisher/Barrier.ts"
 import { type DeadLetterEntry, Store, type StoredEvent } from "./Store.ts"
+import { batchRequestBytes } from "./transport/rawBatch.ts"
 import { type EventResult, Transport, type TransportError } from "./Transport.ts"
 
 export type PublisherOptions = Pick<
@@ -72,7 +73,7 @@ interface Item {
 const roomPollMs = 10
 
 /** Bytes one event adds to a PublishBatch request: payload, seqnum entry, field tag and length. */
-const wireSize = (event: StoredEvent) => event.payload.length + 48
+const wireSize = (event: StoredEvent) => event.payload.length + seqnumReserve + 6
 /** gRPC message prefix and request framing. */
 const requestOverhead = 64
 
@@ -204,8 +205,7 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
   /** One request, in its own span linked to the emit spans: answers per-event results or the request's error. */
   const request = (items: ReadonlyArray<Item>, wire: ReadonlyArray<Uint8Array>, attempt: number) =>
     Effect.gen(function*() {
-      let bytes = requestOverhead
-      for (const w of wire) bytes += w.length + 6
+      const bytes = batchRequestBytes(wire)
       yield* Effect.annotateCurrentSpan({ "publish.events": wire.length, "publish.bytes": bytes, "publish.attempt": attempt })
       yield* Metric.update(Metrics.publishRequestEvents, wire.length)
       yield* Metric.update(Metrics.publishRequestBytes, bytes)
