@@ -3,6 +3,7 @@
  * to the reference ingest server in a separate process, acknowledged, and its row deleted.
  * Timed from the first emit until the events table is empty.
  */
+import { monitorEventLoopDelay } from "node:perf_hooks"
 import { Effect } from "effect"
 import { Emitter } from "../src/Emitter.ts"
 import * as baseline from "./baseline.ts"
@@ -54,20 +55,24 @@ export const run = (args: BenchArgs) => {
       const memory = sampleMemory()
       const cpu = cpuWindow({ "ingest server": server.pid })
       const window = yield* metricsWindow
+      const loopDelay = monitorEventLoopDelay({ resolution: 1 })
+      loopDelay.enable()
       const start = performance.now()
       const emitted = yield* closedLoop(emitter, { concurrency, seconds: 300, maxEvents: events, onReceipt: recorder.onReceipt })
       const emittedMs = since(start)
       yield* bounded("flush", 120_000, emitter.flush)
       yield* awaitEmptyTable(prefix, 10, 120_000)
       const elapsed = since(start)
-      return { emitted, emittedMs, elapsed, internal: yield* window.end, memory: memory.stop(), cpu: cpu.end() }
+      loopDelay.disable()
+      const eventLoopDelay = { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 }
+      return { eventLoopDelay, emitted, emittedMs, elapsed, internal: yield* window.end, memory: memory.stop(), cpu: cpu.end() }
     }).pipe(Effect.provide(emitterLayer(options, recorded(grpcLayer(options), recorder.onAnswer))))
 
     const stats = yield* Effect.promise(() => server.stats())
     const serverPeakRssMb = peakRssOf(server.pid)
     const left = yield* tableRows(prefix)
     const seen = recorder.snapshot()
-    const { cpu, elapsed, emitted, emittedMs, internal, memory } = measured
+    const { cpu, elapsed, eventLoopDelay, emitted, emittedMs, internal, memory } = measured
     const eventsPerSecond = emitted.events / (elapsed / 1000)
     const ratio = eventsPerSecond / base.rowsPerSecond
     const uniqueIds = stats.uniqueIds ?? stats.events
@@ -90,6 +95,7 @@ export const run = (args: BenchArgs) => {
       `  ${latencyLine("emit start → ack", emitToAck)}`,
       `  ${latencyLine("PublishBatch request", request)}`,
       `  ${latencyLine("emit (call → receipt)", emitted.latency)}`,
+      `  event-loop delay: p50 ${round(eventLoopDelay.p50, 2)} ms, p99 ${round(eventLoopDelay.p99, 2)} ms, max ${round(eventLoopDelay.max, 2)} ms`,
       `  ${cpuLine(cpu)}`,
       `  ${perEventLine(cpu, eventsPerSecond)}`,
       `  memory: peak RSS ${memory.peakRssMb} MB, peak heap used ${memory.peakHeapUsedMb} MB (at the start: RSS ${memory.startRssMb} MB, heap ${memory.startHeapUsedMb} MB; heap at the end ${memory.endHeapUsedMb} MB); ingest server peak RSS ${serverPeakRssMb} MB`
@@ -118,6 +124,8 @@ export const run = (args: BenchArgs) => {
         seconds: round(elapsed / 1000, 3),
         commitBatchMean: round(internal.commitBatchMean, 1),
         requestEventsMean: round(internal.requestEventsMean, 1),
+        eventLoopDelayP50Ms: round(eventLoopDelay.p50, 3),
+        eventLoopDelayP99Ms: round(eventLoopDelay.p99, 3),
         processCpuPct: cpu.processPct,
         machineCpuPct: cpu.machinePct,
         postgresCpuPct: cpu.postgresPct,

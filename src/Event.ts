@@ -9,8 +9,9 @@
  */
 import { fromBinary } from "@bufbuild/protobuf"
 import { timestampMs } from "@bufbuild/protobuf/wkt"
-import { createHash, randomUUID } from "node:crypto"
+import { createHash, hash, randomUUID } from "node:crypto"
 import { EventTooLarge, InvalidEvent } from "./Errors.ts"
+import { allocBytes } from "./event/bytes.ts"
 import { type AttributeValue, encodeCloudEvent } from "./event/encode.ts"
 import { type CloudEvent, type CloudEventAttributeValue, CloudEventSchema } from "./gen/io/cloudevents/v1/cloudevent_pb.js"
 import type { NewEvent } from "./Store.ts"
@@ -125,14 +126,28 @@ const body = (data: EmitInput["data"]): Body | InvalidEvent => {
   return { case: "textData", value: json, bytes: encoder.encode(json), contentType: "application/json" }
 }
 
-const len32be = (n: number) => Uint8Array.of(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff)
-
 /**
  * The default idempotency key, as the reference emitter computes it: hex SHA-256 over
- * len32be(source) ‖ source ‖ len32be(type) ‖ type ‖ len32be(body) ‖ body.
+ * len32be(source) ‖ source ‖ len32be(type) ‖ type ‖ len32be(body) ‖ body. The input is laid out
+ * in one reused buffer and hashed in one call: a Hash object per emit costs more than the digest.
  */
-export const idempotencyKey = (source: string, type: string, bodyBytes: Uint8Array): string =>
-  createHash("sha256").update(keyPrefix(source, type)).update(len32be(bodyBytes.length)).update(bodyBytes).digest("hex")
+export const idempotencyKey = (source: string, type: string, bodyBytes: Uint8Array): string => {
+  const prefix = keyPrefix(source, type)
+  const length = prefix.length + 4 + bodyBytes.length
+  if (length > keyInputBytes) {
+    return createHash("sha256").update(prefix).update(len32be(bodyBytes.length)).update(bodyBytes).digest("hex")
+  }
+  keyInput.set(prefix, 0)
+  keyInputView.setUint32(prefix.length, bodyBytes.length)
+  keyInput.set(bodyBytes, prefix.length + 4)
+  return hash("sha256", keyInput.subarray(0, length), "hex")
+}
+
+const len32be = (n: number) => Uint8Array.of(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff)
+/** Inputs up to this size are hashed from the shared buffer; larger ones are streamed. */
+const keyInputBytes = 16 * 1024
+const keyInput = new Uint8Array(keyInputBytes)
+const keyInputView = new DataView(keyInput.buffer)
 
 /** len32be(source) ‖ source ‖ len32be(type) ‖ type, cached: applications emit few distinct pairs. */
 const prefixes = new Map<string, Uint8Array>()
@@ -221,7 +236,7 @@ export const withSeqnum = (payload: Uint8Array, seq: bigint): Uint8Array => {
   // value: CloudEventAttributeValue { ce_string (3) = digits }; entry: { key (1), value (2) }
   const valueLength = 2 + digits.length
   const entryLength = 2 + seqnumKey.length + 2 + valueLength
-  const out = new Uint8Array(payload.length + 2 + entryLength)
+  const out = allocBytes(payload.length + 2 + entryLength)
   out.set(payload, 0)
   let at = payload.length
   out[at++] = 0x2a // CloudEvent.attributes = 5, length-delimited
