@@ -3,7 +3,7 @@
  * committed it: a receipt means the event is durable. Delivery happens afterwards, in the
  * background; `flush` waits for it.
  */
-import { Clock, Context, Effect, Layer, Tracer } from "effect"
+import { Clock, Context, Effect, type Fiber, Layer, Tracer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
 import { type EmitError, EventTooLarge, InvalidEvent } from "./Errors.ts"
 import * as Event from "./Event.ts"
@@ -11,7 +11,7 @@ import { Health, type HealthReport } from "./Health.ts"
 import * as Metrics from "./Metrics.ts"
 import { Publisher } from "./Publisher.ts"
 import { Sequencer } from "./Sequencer.ts"
-import type { NewEvent } from "./Store.ts"
+import type { Appended, NewEvent } from "./Store.ts"
 
 /** Proof that an event is committed. */
 export interface EmitReceipt {
@@ -53,52 +53,72 @@ const traceparentOf = (span: Tracer.AnySpan) => `00-${span.traceId}-${span.spanI
 
 const countError = (error: EmitError) => Metrics.count(Metrics.emitErrors, 1, { reason: error._tag })
 
+const failed = (error: EmitError) => Effect.andThen(countError(error), Effect.fail(error))
+
 const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   const sequencer = yield* Sequencer
   const publisher = yield* Publisher
   const health = yield* Health
 
   /**
-   * Validates and encodes the events, then commits them. Written against the fiber directly (its
-   * Clock, its current span): this runs once per emit and every Effect step here costs.
+   * Validates and encodes the events, then commits them and answers `receipts` of what the store
+   * assigned. Written against the fiber directly (its Clock, its current span): this runs once per
+   * emit and every Effect step here costs.
    */
-  const commit = (inputs: ReadonlyArray<Event.EmitInput>): Effect.Effect<ReadonlyArray<EmitReceipt>, EmitError> =>
-    Effect.withFiber<ReadonlyArray<EmitReceipt>, EmitError>((fiber) => {
-      const span = Context.getOption(fiber.context, Tracer.ParentSpan)
-      const context: Event.PrepareContext = {
-        emitterName: settings.name,
-        maxEventBytes: settings.maxEventBytes,
-        now: fiber.getRef(Clock.Clock).currentTimeMillisUnsafe(),
-        traceparent: span._tag === "Some" ? traceparentOf(span.value) : undefined
+  const commitOn = <A>(
+    fiber: Fiber.Fiber<unknown, unknown>,
+    inputs: ReadonlyArray<Event.EmitInput>,
+    receipts: (prepared: ReadonlyArray<NewEvent>, appended: ReadonlyArray<Appended>) => A
+  ): Effect.Effect<A, EmitError> => {
+    const span = Context.getOption(fiber.context, Tracer.ParentSpan)
+    const context: Event.PrepareContext = {
+      emitterName: settings.name,
+      maxEventBytes: settings.maxEventBytes,
+      now: fiber.getRef(Clock.Clock).currentTimeMillisUnsafe(),
+      traceparent: span._tag === "Some" ? traceparentOf(span.value) : undefined
+    }
+    const prepared: Array<NewEvent> = new Array(inputs.length)
+    for (let i = 0; i < inputs.length; i++) {
+      const event = Event.prepare(inputs[i]!, context)
+      if (event instanceof InvalidEvent) {
+        return failed(inputs.length === 1 ? event : new InvalidEvent({ field: `[${i}].${event.field}`, rule: event.rule }))
       }
-      const prepared: Array<NewEvent> = new Array(inputs.length)
-      for (let i = 0; i < inputs.length; i++) {
-        const event = Event.prepare(inputs[i]!, context)
-        if (event instanceof InvalidEvent) {
-          return Effect.fail(inputs.length === 1 ? event : new InvalidEvent({ field: `[${i}].${event.field}`, rule: event.rule }))
-        }
-        if (event instanceof EventTooLarge) return Effect.fail(event)
-        prepared[i] = event
-      }
-      return Effect.map(sequencer.submit(prepared), (appended) =>
-        prepared.map((event, i): EmitReceipt => ({ id: event.eventId, seq: appended[i]!.seq, source: event.source, type: event.type })))
-    }).pipe(Effect.tapError(countError))
+      if (event instanceof EventTooLarge) return failed(event)
+      prepared[i] = event
+    }
+    return sequencer.submit(prepared).pipe(
+      Effect.map((appended) => receipts(prepared, appended)),
+      Effect.tapError(countError)
+    )
+  }
 
   /**
    * The emit span is a child of the caller's span, made only when the caller is traced (as
    * OpenTelemetry instrumentations do with `requireParentSpan`): an untraced caller gets no root
    * span per event and pays nothing for one. The event carries the emit span as `traceparent`.
    */
-  const traced = (name: string, inputs: ReadonlyArray<Event.EmitInput>) =>
+  const traced = <A>(
+    name: string,
+    inputs: ReadonlyArray<Event.EmitInput>,
+    receipts: (prepared: ReadonlyArray<NewEvent>, appended: ReadonlyArray<Appended>) => A
+  ): Effect.Effect<A, EmitError> =>
     Effect.withFiber((fiber) =>
       Context.getOption(fiber.context, Tracer.ParentSpan)._tag === "None"
-        ? commit(inputs)
-        : Effect.withSpan(commit(inputs), name, { kind: "producer" })
+        ? commitOn(fiber, inputs, receipts)
+        : Effect.withSpan(Effect.withFiber((inner) => commitOn(inner, inputs, receipts)), name, { kind: "producer" })
     )
 
-  const emitAll = (inputs: ReadonlyArray<Event.EmitInput>) => traced("Emitter.emitAll", inputs)
+  const receiptOf = (event: NewEvent, appended: Appended): EmitReceipt => ({
+    id: event.eventId,
+    seq: appended.seq,
+    source: event.source,
+    type: event.type
+  })
 
-  const emit = (input: Event.EmitInput) => Effect.map(traced("Emitter.emit", [input]), (receipts) => receipts[0]!)
+  const emitAll = (inputs: ReadonlyArray<Event.EmitInput>) =>
+    traced("Emitter.emitAll", inputs, (prepared, appended) => prepared.map((event, i) => receiptOf(event, appended[i]!)))
+
+  const emit = (input: Event.EmitInput) => traced("Emitter.emit", [input], (prepared, appended) => receiptOf(prepared[0]!, appended[0]!))
 
   return Emitter.of({
     emit,
