@@ -56,6 +56,23 @@ export const storeContract = <R>(it: Vitest.MethodsNonLive<R>, makeStore: Layer.
         for (const row of second) assert.isFalse(first.some((r) => r.rowId === row.rowId))
       }))
 
+    test("a batch of one (source, type): consecutive seqs in input order, each stored with its own event", (store) =>
+      Effect.gen(function*() {
+        yield* store.append([newEvent("k", "v")], { now: T0, nextAttemptAt: T0 })
+        const batch = range(50).map(() => newEvent("k", "v"))
+        const appended = yield* store.append(batch, { now: T0, nextAttemptAt: T0 })
+        assert.deepStrictEqual(appended.map((r) => r.eventId), batch.map((e) => e.eventId))
+        assert.deepStrictEqual(seqsOf(appended.map((r) => r.seq)), range(50).map((i) => i + 2))
+        const claimed = yield* store.claim({ now: T0, limit: 100, leaseBaseMs: 1000, leaseMaxMs: 1000 })
+        const byRow = new Map(claimed.map((c) => [c.rowId, c]))
+        batch.forEach((event, i) => {
+          const row = byRow.get(appended[i]!.rowId)
+          assert.strictEqual(row?.eventId, event.eventId)
+          assert.strictEqual(row?.seq, appended[i]!.seq)
+          assert.deepStrictEqual(Array.from(row!.payload), Array.from(event.payload))
+        })
+      }))
+
     test("keeps (source, type) apart: the same source with another type, or the reverse, is another sequence", (store) =>
       Effect.gen(function*() {
         const appended = yield* store.append(
