@@ -123,6 +123,26 @@ describe("IngestServer", () => {
       assert.strictEqual(ids.server.received.stats.events, 0)
     }))
 
+  it.live("reading only the envelope (record ids), it still validates, applies rules and refuses what is not a CloudEvent", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* setup({ record: "ids" })
+      server.faults.reject({ type: "refused", code: "SCHEMA_MISSING" })
+      // A CloudEvent whose id field is not length-delimited: not decodable as one.
+      const broken = create(CloudEventSchema)
+      broken.$unknown = [{ no: 1, wireType: 0, data: Uint8Array.of(1) }]
+      const response = yield* Effect.promise(() =>
+        client.publishBatch({ events: [cloudEvent(1), cloudEvent(2, "refused"), { ...cloudEvent(3), specVersion: "0.3" }, broken] })
+      )
+      assert.deepStrictEqual(response.results.map((r) => [r.eventId, r.error?.errorCode]), [
+        ["id-1", undefined],
+        ["id-2", PublishErrorCode.SCHEMA_MISSING],
+        ["id-3", PublishErrorCode.VALIDATION_FAILED],
+        ["", PublishErrorCode.VALIDATION_FAILED]
+      ])
+      assert.include(response.results[3]?.error?.reason, "not a CloudEvent")
+      assert.deepInclude(server.received.stats, { events: 1, uniqueIds: 1, rejectedEvents: 3 })
+    }))
+
   it.live("waitFor gives up with the stats it saw", () =>
     Effect.gen(function*() {
       const { server } = yield* setup()

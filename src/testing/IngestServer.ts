@@ -9,6 +9,7 @@ import * as http2 from "node:http2"
 import type { AddressInfo } from "node:net"
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt"
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire"
 import { Code, ConnectError, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect"
 import { connectNodeAdapter } from "@connectrpc/connect-node"
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
@@ -179,6 +180,35 @@ const toReceived = (event: CloudEvent, payload: Uint8Array, receivedAt: number):
     seqnum: seq === undefined ? undefined : String(seq),
     attributes,
     data,
+    payload,
+    receivedAt
+  }
+}
+
+/**
+ * The envelope of an encoded CloudEvent: id, source, spec_version and type (fields 1 to 4), the
+ * other fields skipped. What validation and rejection rules look at; used when nothing keeps or
+ * inspects whole events (`record: "ids" | "counts"`, no JSON lines, no rejection predicates),
+ * so a server under load does not build every attribute of every event only to drop it.
+ */
+const headOf = (payload: Uint8Array, receivedAt: number): ReceivedEvent => {
+  const reader = new BinaryReader(payload)
+  const head = ["", "", "", "", ""]
+  while (reader.pos < reader.len) {
+    const [field, wireType] = reader.tag()
+    if (field >= 1 && field <= 4) {
+      if (wireType !== WireType.LengthDelimited) throw new Error(`field ${field} has wire type ${wireType}`)
+      head[field] = reader.string()
+    } else reader.skip(wireType, field)
+  }
+  return {
+    id: head[1]!,
+    source: head[2]!,
+    specVersion: head[3]!,
+    type: head[4]!,
+    seqnum: undefined,
+    attributes: {},
+    data: undefined,
     payload,
     receivedAt
   }
@@ -378,6 +408,9 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
     return undefined
   }
 
+  /** Whether anything keeps or inspects whole events (else only their envelope is read). */
+  const wholeEvents = () => recordMode === "events" || jsonl !== undefined || state.rejectPredicates.length > 0
+
   const rejectionOf = (event: ReceivedEvent): Rejection | undefined => {
     const invalid = validateEvent(event)
     if (invalid !== undefined) return invalid
@@ -438,7 +471,7 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
       let event: ReceivedEvent | undefined
       let rejection: Rejection | undefined
       try {
-        event = toReceived(fromBinary(CloudEventSchema, payload), payload, now)
+        event = wholeEvents() ? toReceived(fromBinary(CloudEventSchema, payload), payload, now) : headOf(payload, now)
         rejection = rejectionOf(event)
       } catch (error) {
         rejection = { code: "VALIDATION_FAILED", reason: `not a CloudEvent: ${error instanceof Error ? error.message : String(error)}` }
