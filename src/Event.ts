@@ -150,11 +150,12 @@ const keyInput = new Uint8Array(keyInputBytes)
 const keyInputView = new DataView(keyInput.buffer)
 
 /** len32be(source) ‖ source ‖ len32be(type) ‖ type, cached: applications emit few distinct pairs. */
-const prefixes = new Map<string, Uint8Array>()
+const prefixes = new Map<string, Map<string, Uint8Array>>()
 const maxPrefixes = 1024
+let prefixCount = 0
 const keyPrefix = (source: string, type: string): Uint8Array => {
-  const key = `${source}\u0000${type}`
-  let prefix = prefixes.get(key)
+  let byType = prefixes.get(source)
+  let prefix = byType?.get(type)
   if (prefix === undefined) {
     const s = encoder.encode(source)
     const t = encoder.encode(type)
@@ -164,8 +165,14 @@ const keyPrefix = (source: string, type: string): Uint8Array => {
     prefix.set(s, 4)
     view.setUint32(4 + s.length, t.length)
     prefix.set(t, 8 + s.length)
-    if (prefixes.size >= maxPrefixes) prefixes.clear()
-    prefixes.set(key, prefix)
+    if (prefixCount >= maxPrefixes) {
+      prefixes.clear()
+      prefixCount = 0
+      byType = undefined
+    }
+    if (byType === undefined) prefixes.set(source, byType = new Map())
+    byType.set(type, prefix)
+    prefixCount++
   }
   return prefix
 }

@@ -55,11 +55,18 @@ export const countByKey = (
 ): Effect.Effect<void> =>
   Effect.suspend(() => {
     const counts = new Map<string, { source: string; type: string; n: number }>()
+    // Batches are mostly runs of one key: compare with the last key before building a map key.
+    let last: { source: string; type: string; n: number } | undefined
     for (const e of events) {
-      const key = `${e.source}\u0000${e.type}`
-      const entry = counts.get(key)
-      if (entry === undefined) counts.set(key, { source: e.source, type: e.type, n: 1 })
-      else entry.n++
+      if (last === undefined || last.source !== e.source || last.type !== e.type) {
+        const key = `${e.source}\u0000${e.type}`
+        last = counts.get(key)
+        if (last === undefined) {
+          last = { source: e.source, type: e.type, n: 0 }
+          counts.set(key, last)
+        }
+      }
+      last.n++
     }
     return Effect.forEach(counts.values(), ({ source, type, n }) =>
       count(metric, n, extra === undefined ? { source, type } : { ...extra, source, type }), { discard: true })

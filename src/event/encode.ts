@@ -31,71 +31,15 @@ export interface CloudEventFields {
 // Field tags (field number << 3 | wire type), all below 128: one byte each.
 const LD = 2
 const tagOf = (field: number, wireType: number) => (field << 3) | wireType
-const valueTag = {
-  ceBoolean: tagOf(1, 0),
-  ceInteger: tagOf(2, 0),
-  ceString: tagOf(3, LD),
-  ceBytes: tagOf(4, LD),
-  ceUri: tagOf(5, LD),
-  ceUriRef: tagOf(6, LD),
-  ceTimestamp: tagOf(7, LD)
-} as const
 
 /** Bytes of an unsigned varint below 2^32. */
 const varintSize = (n: number): number => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5)
 
-/** Bytes of a signed integer as a protobuf varint (negatives are sign-extended to 64 bits: 10 bytes). */
-const signedSize = (n: number): number => (n < 0 ? 10 : n < 2 ** 32 ? varintSize(n) : Math.ceil(Math.log2(n + 1) / 7))
-
-/** UTF-8 length of a string as TextEncoder writes it (a lone surrogate becomes U+FFFD, 3 bytes). */
-const utf8Length = (s: string): number => {
-  let n = s.length
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    if (c < 0x80) continue
-    if (c < 0x800) n += 1
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      n += 2 // a pair: 2 UTF-16 units, 4 bytes
-      i++
-    } else n += 2
-  }
-  return n
-}
-
-/** google.protobuf.Timestamp of epoch ms: nanos are never negative, so seconds round down. */
-const secondsOf = (ms: number) => Math.floor(ms / 1000)
-const nanosOf = (ms: number, seconds: number) => (ms - seconds * 1000) * 1_000_000
-const timestampSize = (ms: number) => {
-  const seconds = secondsOf(ms)
-  const nanos = nanosOf(ms, seconds)
-  return (seconds !== 0 ? 1 + signedSize(seconds) : 0) + (nanos !== 0 ? 1 + varintSize(nanos) : 0)
-}
-
-/** Size of a length-delimited field whose content is `n` bytes (tag, length, content). */
-const delimited = (n: number) => 1 + varintSize(n) + n
-
-/** Size of the encoded CloudEventAttributeValue (without its own tag and length). */
-const valueSize = (value: AttributeValue): number => {
-  switch (value.case) {
-    case "ceBoolean":
-      return 2
-    case "ceInteger":
-      return 1 + signedSize(value.value)
-    case "ceString":
-    case "ceUri":
-    case "ceUriRef":
-      return delimited(utf8Length(value.value))
-    case "ceBytes":
-      return delimited(value.value.length)
-    case "ceTimestamp":
-      return delimited(timestampSize(value.value))
-  }
-}
-
 const encoder = new TextEncoder()
 
 // Writers take the buffer and a position and answer the next position: locals, not module state,
-// on this hot path.
+// on this hot path. A length-delimited field is written with a one-byte length placeholder and
+// widened afterwards in the rare case its content reaches 128 bytes: no size pass beforehand.
 
 const writeVarint = (b: Uint8Array, p: number, n: number): number => {
   while (n >= 0x80) {
@@ -120,19 +64,38 @@ const writeSigned = (b: Uint8Array, p: number, n: number): number => {
   return p
 }
 
-/** The string's UTF-8 bytes, `bytes` of them, after their length. */
-const writeString = (b: Uint8Array, p: number, s: string, bytes: number): number => {
-  p = writeVarint(b, p, bytes)
-  if (bytes === s.length && bytes <= 64) {
-    for (let i = 0; i < bytes; i++) b[p + i] = s.charCodeAt(i)
-    return p + bytes
+/**
+ * Closes a length-delimited field whose content runs from `at + 1` to `end`, `at` holding the
+ * one-byte placeholder; answers the field's new end.
+ */
+const closeDelimited = (b: Uint8Array, at: number, end: number): number => {
+  const length = end - at - 1
+  if (length < 0x80) {
+    b[at] = length
+    return end
   }
-  return p + encoder.encodeInto(s, b.subarray(p, p + bytes)).written
+  const extra = varintSize(length) - 1
+  b.copyWithin(at + 1 + extra, at + 1, end)
+  writeVarint(b, at, length)
+  return end + extra
 }
 
-const writeStringField = (b: Uint8Array, p: number, tag: number, s: string): number => {
-  b[p] = tag
-  return writeString(b, p + 1, s, utf8Length(s))
+/** A string's UTF-8 bytes after their length (as TextEncoder writes it: U+FFFD for a lone surrogate). */
+const writeString = (b: Uint8Array, p: number, s: string): number => {
+  const at = p++
+  const n = s.length
+  if (n <= 64) {
+    let i = 0
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i)
+      if (c >= 0x80) break
+      b[p++] = c
+    }
+    if (i < n) p += encoder.encodeInto(s.slice(i), b.subarray(p)).written
+  } else {
+    p += encoder.encodeInto(s, b.subarray(p)).written
+  }
+  return closeDelimited(b, at, p)
 }
 
 const writeBytes = (b: Uint8Array, p: number, bytes: Uint8Array): number => {
@@ -141,24 +104,34 @@ const writeBytes = (b: Uint8Array, p: number, bytes: Uint8Array): number => {
   return p + bytes.length
 }
 
+/** The CloudEventAttributeValue message's content (its oneof field). */
 const writeValue = (b: Uint8Array, p: number, value: AttributeValue): number => {
-  b[p++] = valueTag[value.case]
   switch (value.case) {
     case "ceBoolean":
-      b[p] = value.value ? 1 : 0
-      return p + 1
+      b[p++] = tagOf(1, 0)
+      b[p++] = value.value ? 1 : 0
+      return p
     case "ceInteger":
+      b[p++] = tagOf(2, 0)
       return writeSigned(b, p, value.value)
     case "ceString":
-    case "ceUri":
-    case "ceUriRef":
-      return writeString(b, p, value.value, utf8Length(value.value))
+      b[p++] = tagOf(3, LD)
+      return writeString(b, p, value.value)
     case "ceBytes":
+      b[p++] = tagOf(4, LD)
       return writeBytes(b, p, value.value)
+    case "ceUri":
+      b[p++] = tagOf(5, LD)
+      return writeString(b, p, value.value)
+    case "ceUriRef":
+      b[p++] = tagOf(6, LD)
+      return writeString(b, p, value.value)
     case "ceTimestamp": {
-      const seconds = secondsOf(value.value)
-      const nanos = nanosOf(value.value, seconds)
-      p = writeVarint(b, p, timestampSize(value.value))
+      // google.protobuf.Timestamp: nanos are never negative, so seconds round down.
+      const seconds = Math.floor(value.value / 1000)
+      const nanos = (value.value - seconds * 1000) * 1_000_000
+      b[p++] = tagOf(7, LD)
+      const at = p++
       if (seconds !== 0) {
         b[p++] = tagOf(1, 0)
         p = writeSigned(b, p, seconds)
@@ -167,32 +140,43 @@ const writeValue = (b: Uint8Array, p: number, value: AttributeValue): number => 
         b[p++] = tagOf(2, 0)
         p = writeVarint(b, p, nanos)
       }
-      return p
+      return closeDelimited(b, at, p)
     }
   }
 }
 
 const write = (b: Uint8Array, event: CloudEventFields): number => {
-  let p = writeStringField(b, 0, tagOf(1, LD), event.id)
-  p = writeStringField(b, p, tagOf(2, LD), event.source)
-  p = writeStringField(b, p, tagOf(3, LD), "1.0")
-  p = writeStringField(b, p, tagOf(4, LD), event.type)
-  for (const [name, value] of event.attributes) {
+  b[0] = tagOf(1, LD)
+  let p = writeString(b, 1, event.id)
+  b[p++] = tagOf(2, LD)
+  p = writeString(b, p, event.source)
+  b[p++] = tagOf(3, LD)
+  b[p++] = 3
+  b[p++] = 0x31 // "1.0"
+  b[p++] = 0x2e
+  b[p++] = 0x30
+  b[p++] = tagOf(4, LD)
+  p = writeString(b, p, event.type)
+  const attributes = event.attributes
+  for (let i = 0; i < attributes.length; i++) {
     // map<string, CloudEventAttributeValue> attributes = 5: one entry message per attribute
-    const nameBytes = utf8Length(name)
-    const size = valueSize(value)
+    const attribute = attributes[i]!
     b[p++] = tagOf(5, LD)
-    p = writeVarint(b, p, delimited(nameBytes) + delimited(size))
+    const entry = p++
     b[p++] = tagOf(1, LD)
-    p = writeString(b, p, name, nameBytes)
+    p = writeString(b, p, attribute[0])
     b[p++] = tagOf(2, LD)
-    p = writeVarint(b, p, size)
-    p = writeValue(b, p, value)
+    const value = p++
+    p = closeDelimited(b, value, writeValue(b, p, attribute[1]))
+    p = closeDelimited(b, entry, p)
   }
   if (event.data.case === "binaryData") {
     b[p] = tagOf(6, LD)
     p = writeBytes(b, p + 1, event.data.value)
-  } else if (event.data.case === "textData") p = writeStringField(b, p, tagOf(7, LD), event.data.value)
+  } else if (event.data.case === "textData") {
+    b[p] = tagOf(7, LD)
+    p = writeString(b, p + 1, event.data.value)
+  }
   return p
 }
 
