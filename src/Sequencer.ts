@@ -150,7 +150,12 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     return batch
   })
   const committer = Effect.gen(function*() {
-    while (true) yield* commit(yield* collecting.withPermits(1)(collect))
+    while (true) {
+      // What arrived during this committer's own commit is taken at once: the committer woken by
+      // the first of those events would only get to them a scheduler turn later.
+      const waiting: Array<Pending> = []
+      yield* commit(fill(waiting) > 0 ? waiting : yield* collecting.withPermits(1)(collect))
+    }
   }).pipe(Effect.catchIf(Cause.isDone, () => Effect.void))
 
   const committers = yield* Effect.forEach(
