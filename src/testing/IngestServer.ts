@@ -110,7 +110,12 @@ export interface IngestServerOptions {
   readonly host?: string
   /** Default 0: an ephemeral port. */
   readonly port?: number
-  /** What to keep in memory: full events (default), only ids (for duplicate counts), or only counts. */
+  /**
+   * What to keep in memory: full events (default), only ids (for duplicate counts), or only
+   * counts. With "ids" or "counts" (and no JSON lines or rejection predicates) each event's
+   * envelope alone is decoded (id, source, spec_version, type): enough for validation and
+   * rejection rules, at a fraction of the CPU.
+   */
   readonly record?: "events" | "ids" | "counts"
   /** Appends every produced event to this file as a JSON line. */
   readonly jsonl?: string
