@@ -15,6 +15,7 @@ import { IngestServer } from "../src/testing/IngestServer.ts"
 import * as GrpcTransport from "../src/transport/GrpcTransport.ts"
 import {
   grpcCodeName,
+  hasEventId,
   kindOfCode,
   largestPushBack,
   parsePushbackMs,
@@ -31,16 +32,20 @@ const response = (results: Array<{ error?: { errorCode: number; reason: string }
 
 const now = Date.parse("2026-03-01T12:00:00Z")
 
+/** Encoded events with ids e0, e1, …: what `response` answers for. */
+const sent = (n: number) =>
+  Array.from({ length: n }, (_, i) => toBinary(CloudEventSchema, create(CloudEventSchema, { id: `e${i}`, source: "s", specVersion: "1.0", type: "t" })))
+
 describe("outcome: per-event results", () => {
   it("an empty results list means every event was delivered", () => {
-    const result = resultsOf(3, response([]))
+    const result = resultsOf(sent(3), response([]))
     assert.isTrue(result._tag === "Success")
     assert.deepStrictEqual(result._tag === "Success" && result.success.map((r) => r._tag), ["Delivered", "Delivered", "Delivered"])
   })
 
   it("one result per event: error set ⇒ Rejected with the code name and reason, unset ⇒ Delivered", () => {
     const result = resultsOf(
-      4,
+      sent(4),
       response([{}, { error: { errorCode: 1, reason: "bad" } }, { error: { errorCode: 4, reason: "domain" } }, {
         error: { errorCode: 0, reason: "" }
       }])
@@ -55,13 +60,35 @@ describe("outcome: per-event results", () => {
 
   it("any other length is a retryable mismatch", () => {
     for (const n of [1, 4]) {
-      const result = resultsOf(3, response(Array.from({ length: n }, () => ({}))))
+      const result = resultsOf(sent(3), response(Array.from({ length: n }, () => ({}))))
       assert.isTrue(result._tag === "Failure")
       if (result._tag === "Failure") {
         assert.strictEqual(result.failure.kind, "retryable")
         assert.strictEqual(result.failure.code, "mismatch")
       }
     }
+  })
+
+  it("a result naming another event's id is a retryable mismatch; an empty id is not checked", () => {
+    const swapped = create(PublishResponseSchema, { results: [{ eventId: "e1" }, { eventId: "e0" }] })
+    const result = resultsOf(sent(2), swapped)
+    assert.isTrue(result._tag === "Failure" && result.failure.code === "mismatch" && result.failure.kind === "retryable")
+    const anonymous = create(PublishResponseSchema, { results: [{ eventId: "" }, { eventId: "e1" }] })
+    assert.isTrue(resultsOf(sent(2), anonymous)._tag === "Success")
+  })
+
+  it("event ids are matched byte for byte, and by decoding when the id is not ASCII or not first", () => {
+    const [event] = sent(1)
+    assert.isTrue(hasEventId(event!, "e0"))
+    assert.isFalse(hasEventId(event!, "e1"))
+    assert.isFalse(hasEventId(event!, "e00"))
+    const unicode = toBinary(CloudEventSchema, create(CloudEventSchema, { id: "é-✓", source: "s", specVersion: "1.0", type: "t" }))
+    assert.isTrue(hasEventId(unicode, "é-✓"))
+    assert.isFalse(hasEventId(unicode, "e-✓"))
+    // field 1 after field 2: found by scanning
+    const later = Uint8Array.of(0x12, 1, 0x73, 0x0a, 2, 0x69, 0x64)
+    assert.isTrue(hasEventId(later, "id"))
+    assert.isFalse(hasEventId(Uint8Array.of(0xff, 0xff), "id"))
   })
 
   it("publish error code names, including codes this build does not know", () => {

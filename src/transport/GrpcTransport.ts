@@ -154,7 +154,7 @@ export const make = Effect.fnUntraced(function*<R = never>(options: GrpcTranspor
 
   const send = (events: ReadonlyArray<Uint8Array>): Effect.Effect<ReadonlyArray<EventResult>, TransportError> =>
     call((signal, headers) => connect.unary(rawPublishBatch, signal, timeoutMs, headers, rawBatch(events))).pipe(
-      Effect.flatMap((response) => Effect.fromResult(resultsOf(events.length, response.message)))
+      Effect.flatMap((response) => Effect.fromResult(resultsOf(events, response.message)))
     )
 
   const maxRequestBytes = options.maxRequestBytes

@@ -4,6 +4,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect"
 import { durationMs } from "@bufbuild/protobuf/wkt"
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire"
 import { Duration, Result } from "effect"
 import { Headers } from "effect/http"
 import type { PublishResponse } from "../gen/chipingress/pb/chip_ingress_pb.js"
@@ -63,29 +64,64 @@ export const kindOfCode = (code: Code): ErrorKind => {
 export const publishErrorCodeName = (code: number): string =>
   (PublishErrorCode as unknown as Record<number, string | undefined>)[code] ?? `UNRECOGNIZED_${code}`
 
+const decoder = new TextDecoder()
+
 /**
- * The per-event answer for a batch of `eventCount` events: an empty list means all were
- * delivered (older servers), one result per event is taken as given, any other length is a
- * mismatch (retryable: the server's state is unknown, and a retry only risks duplicates).
+ * Whether `id` is the CloudEvent id (field 1) of the encoded event. Events this library encodes
+ * start with their id, compared byte by byte without decoding; anything else is scanned for it.
+ */
+export const hasEventId = (payload: Uint8Array, id: string): boolean => {
+  if (payload[0] === 0x0a && payload[1]! < 0x80 && payload[1] === id.length) {
+    let ascii = true
+    for (let i = 0; i < id.length; i++) {
+      const c = id.charCodeAt(i)
+      if (c >= 0x80) {
+        ascii = false
+        break
+      }
+      if (payload[2 + i] !== c) return false
+    }
+    if (ascii) return true
+  }
+  try {
+    const reader = new BinaryReader(payload)
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag()
+      if (field === 1 && wireType === WireType.LengthDelimited) return decoder.decode(reader.bytes()) === id
+      reader.skip(wireType, field)
+    }
+  } catch {
+    // not a decodable CloudEvent: it has no id to match
+  }
+  return id === ""
+}
+
+const mismatch = (reason: string) => new TransportError({ kind: "retryable", code: "mismatch", reason })
+
+/**
+ * The per-event answer for a batch of `events`: an empty list means all were delivered (older
+ * servers); otherwise `results[i]` must answer `events[i]`: one result per event, and a result
+ * that names an event id names that event's. Anything else is a mismatch (retryable: the
+ * server's state is unknown, and a retry only risks duplicates, while taking answers for the
+ * wrong events could delete or dead-letter an event that was not delivered).
  */
 export const resultsOf = (
-  eventCount: number,
+  events: ReadonlyArray<Uint8Array>,
   response: PublishResponse
 ): Result.Result<ReadonlyArray<EventResult>, TransportError> => {
   const results = response.results
+  const eventCount = events.length
   if (results.length === 0) return Result.succeed(new Array<EventResult>(eventCount).fill(delivered))
   if (results.length !== eventCount) {
-    return Result.fail(
-      new TransportError({
-        kind: "retryable",
-        code: "mismatch",
-        reason: `the server answered ${results.length} results for ${eventCount} events`
-      })
-    )
+    return Result.fail(mismatch(`the server answered ${results.length} results for ${eventCount} events`))
   }
   const out = new Array<EventResult>(eventCount)
   for (let i = 0; i < eventCount; i++) {
-    const error = results[i]!.error
+    const result = results[i]!
+    if (result.eventId !== "" && !hasEventId(events[i]!, result.eventId)) {
+      return Result.fail(mismatch(`result ${i} is for event ${JSON.stringify(result.eventId)}, not for the event sent at that position`))
+    }
+    const error = result.error
     out[i] = error === undefined
       ? delivered
       : { _tag: "Rejected", code: publishErrorCodeName(error.errorCode), reason: error.reason }
