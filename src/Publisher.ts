@@ -262,6 +262,7 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
               yield* send(items.slice(0, half))
               return yield* send(items.slice(half))
             }
+            if (e.doNotRetry === true) return yield* giveUp(items, "the server asked not to retry")
             pushBackMs = e.retryAfterMs
           }
         }

@@ -24,10 +24,16 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
   /** gRPC status code name (e.g. "unavailable"), "timeout", "mismatch" or "network". */
   code: Schema.String,
   reason: Schema.String,
-  retryAfterMs: Schema.optional(Schema.Number)
+  retryAfterMs: Schema.optional(Schema.Number),
+  /** The server asked not to retry (a negative `grpc-retry-pushback-ms`): the rows wait for the retransmitter. */
+  doNotRetry: Schema.optional(Schema.Boolean)
 }) {
   override get message() {
-    const pushBack = this.retryAfterMs === undefined ? "" : `, retry after ${this.retryAfterMs} ms`
+    const pushBack = this.doNotRetry === true
+      ? ", the server asks not to retry"
+      : this.retryAfterMs === undefined
+      ? ""
+      : `, retry after ${this.retryAfterMs} ms`
     return `publish failed (${this.kind}, ${this.code}${pushBack}): ${this.reason}`
   }
 }

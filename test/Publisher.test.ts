@@ -167,6 +167,18 @@ describe("Publisher", () => {
       assert.strictEqual(yield* script.callCount, count)
     }))
 
+  it.effect("a server that asks not to retry gets no retry: the rows are left to the retransmitter at once", () =>
+    Effect.gen(function*() {
+      const { backlog, commit, publisher, script } = yield* setup()
+      yield* script.setDefault(Script.fail(new TransportError({ kind: "retryable", code: "unavailable", reason: "draining", doNotRetry: true })))
+      yield* publisher.offer(yield* commit(3))
+      yield* publisher.flush
+      assert.strictEqual(yield* script.callCount, 1)
+      assert.strictEqual(yield* backlog, 3)
+      yield* TestClock.adjust(60_000)
+      assert.strictEqual(yield* script.callCount, 1)
+    }))
+
   it.effect("isolates the event a whole-request permanent failure is about, instead of dead-lettering the batch", () =>
     Effect.gen(function*() {
       const { backlog, commit, control, publisher, script } = yield* setup()

@@ -176,11 +176,12 @@ describe("outcome: gRPC status classification", () => {
 })
 
 describe("outcome: push-back", () => {
-  it("grpc-retry-pushback-ms: non-negative integers only", () => {
+  it("grpc-retry-pushback-ms: milliseconds as a non-negative integer, \"never\" when negative", () => {
     assert.strictEqual(parsePushbackMs("1500"), 1500)
     assert.strictEqual(parsePushbackMs(" 20 "), 20)
     assert.strictEqual(parsePushbackMs("0"), 0)
-    for (const bad of ["-5", "1.5", "1e3", "abc", "", "99999999999999999999", null, undefined]) {
+    assert.strictEqual(parsePushbackMs("-5"), "never")
+    for (const bad of ["1.5", "1e3", "abc", "", "-", "99999999999999999999", null, undefined]) {
       assert.isUndefined(parsePushbackMs(bad), String(bad))
     }
   })
@@ -223,10 +224,18 @@ describe("outcome: push-back", () => {
   })
 
   it("invalid push-back values are ignored, valid ones still count", () => {
-    const error = new ConnectError("busy", Code.ResourceExhausted, { "grpc-retry-pushback-ms": "-1", "retry-after": "later" })
+    const error = new ConnectError("busy", Code.ResourceExhausted, { "grpc-retry-pushback-ms": "soon", "retry-after": "later" })
     assert.isUndefined(transportErrorOf(error, now).retryAfterMs)
+    assert.isUndefined(transportErrorOf(error, now).doNotRetry)
     const mixed = new ConnectError("busy", Code.ResourceExhausted, { "grpc-retry-pushback-ms": "x", "retry-after": "4" })
     assert.strictEqual(transportErrorOf(mixed, now).retryAfterMs, 4000)
+  })
+
+  it("a negative grpc-retry-pushback-ms asks not to retry, whatever else the call carried", () => {
+    const error = new ConnectError("go away", Code.Unavailable, { "grpc-retry-pushback-ms": "-1", "retry-after": "5" })
+    const mapped = transportErrorOf(error, now)
+    assert.deepStrictEqual([mapped.kind, mapped.doNotRetry, mapped.retryAfterMs], ["retryable", true, undefined])
+    assert.include(mapped.message, "not to retry")
   })
 
   it("push-back is only reported on retryable failures", () => {

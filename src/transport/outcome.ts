@@ -135,10 +135,14 @@ export const resultsOf = (
 export const headerPushbackMs = "grpc-retry-pushback-ms"
 export const headerRetryAfter = "retry-after"
 
-/** `grpc-retry-pushback-ms`: a non-negative integer of milliseconds; anything else is ignored. */
-export const parsePushbackMs = (value: string | null | undefined): number | undefined => {
+/**
+ * `grpc-retry-pushback-ms`: a non-negative integer of milliseconds, or "never" for a negative
+ * one (the gRPC retry design's "do not retry"); anything else is ignored.
+ */
+export const parsePushbackMs = (value: string | null | undefined): number | "never" | undefined => {
   if (value == null) return undefined
   const trimmed = value.trim()
+  if (/^-\d+$/.test(trimmed)) return "never"
   if (!/^\d+$/.test(trimmed)) return undefined
   const ms = Number(trimmed)
   return Number.isSafeInteger(ms) ? ms : undefined
@@ -171,11 +175,10 @@ export const largestPushBack = (candidates: ReadonlyArray<number | undefined>): 
  * Every push-back a failed call carried: the `grpc-retry-pushback-ms` trailer, `Retry-After`
  * (connect merges response headers and trailers into `metadata`) and RetryInfo details.
  */
-export const pushBackMsOf = (error: ConnectError, nowMs: number): number | undefined => {
-  const candidates: Array<number | undefined> = [
-    parsePushbackMs(error.metadata.get(headerPushbackMs)),
-    parseRetryAfterMs(error.metadata.get(headerRetryAfter), nowMs)
-  ]
+export const pushBackMsOf = (error: ConnectError, nowMs: number): number | "never" | undefined => {
+  const trailer = parsePushbackMs(error.metadata.get(headerPushbackMs))
+  if (trailer === "never") return "never"
+  const candidates: Array<number | undefined> = [trailer, parseRetryAfterMs(error.metadata.get(headerRetryAfter), nowMs)]
   for (const info of error.findDetails(RetryInfoSchema)) candidates.push(parseRetryInfoMs(info.retryDelay))
   return largestPushBack(candidates)
 }
@@ -219,10 +222,11 @@ export const transportErrorOf = (cause: unknown, nowMs: number): TransportError 
     ? "tls"
     : "network"
   const kind: ErrorKind = local === undefined ? kindOfCode(error.code) : tls ? "config" : "retryable"
-  const retryAfterMs = kind === "retryable" ? pushBackMsOf(error, nowMs) : undefined
+  const pushBack = kind === "retryable" ? pushBackMsOf(error, nowMs) : undefined
   const message = error.rawMessage || grpcCodeName(error.code)
   const reason = local !== undefined && !message.includes(local) ? `${message} (${local})` : message
-  return new TransportError(retryAfterMs === undefined ? { kind, code, reason } : { kind, code, reason, retryAfterMs })
+  if (pushBack === "never") return new TransportError({ kind, code, reason, doNotRetry: true })
+  return new TransportError(pushBack === undefined ? { kind, code, reason } : { kind, code, reason, retryAfterMs: pushBack })
 }
 
 /** The backstop: the call did not settle within the request timeout. */
