@@ -4,7 +4,7 @@
  * (`DATABASE_URL`, `DURABLE_EMITTER_INGEST_URL`, `DURABLE_EMITTER_<OPTION>`);
  * `DurableEmitter.layerWith(options)` takes them from code.
  */
-import { Config, Duration, Effect, Option, Redacted } from "effect"
+import { Config, ConfigProvider, Duration, Effect, Option, Redacted } from "effect"
 import { InvalidConfig } from "./Errors.ts"
 
 /** A send starts only if its row's lease lasts this many request timeouts longer (see Publisher). */
@@ -186,7 +186,7 @@ const parseHeaders = (value: Redacted.Redacted<string>): Record<string, Redacted
   }))
 
 /** Options read from the environment; absent variables are left out (defaults apply later). */
-export const fromEnv: Config.Config<EmitterOptionsInput> = Config.all(
+export const optionsFromEnv: Config.Config<EmitterOptionsInput> = Config.all(
   Object.fromEntries(Object.keys(envKinds).map((k) => [k, readEnv(k as keyof EmitterOptionsInput)]))
 ).pipe(Config.map((values) => {
   const input: Record<string, unknown> = {}
@@ -195,6 +195,55 @@ export const fromEnv: Config.Config<EmitterOptionsInput> = Config.all(
   }
   return input as EmitterOptionsInput
 }))
+
+const envPrefix = ["DURABLE", "EMITTER"]
+const knownEnvNames: ReadonlySet<string> = new Set(Object.keys(envKinds).map((k) => envName(k as keyof EmitterOptionsInput)))
+
+/** The DURABLE_EMITTER_* variables the provider holds (the env provider splits names at "_"). */
+const prefixedEnvNames: Effect.Effect<ReadonlyArray<string>> = Effect.gen(function*() {
+  const provider = yield* ConfigProvider.ConfigProvider
+  const names: Array<string> = []
+  const walk = (path: ReadonlyArray<string>): Effect.Effect<void> =>
+    provider.load(path).pipe(
+      Effect.orElseSucceed(() => undefined),
+      Effect.flatMap((node) => {
+        if (node === undefined) return Effect.void
+        if (node._tag === "Value" || (node._tag === "Record" && node.value !== undefined)) names.push(path.join("_"))
+        if (node._tag !== "Record" || path.length > 12) return Effect.void
+        return Effect.forEach(node.keys, (key) => walk([...path, key]), { discard: true })
+      })
+    )
+  yield* walk(envPrefix)
+  return names.filter((name) => name.length > "DURABLE_EMITTER_".length)
+})
+
+/** Edit distance, for "did you mean". */
+const distance = (a: string, b: string): number => {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    previous = current
+  }
+  return previous[b.length]!
+}
+
+/**
+ * Options read from the environment (`DATABASE_URL`, `DURABLE_EMITTER_*`). A DURABLE_EMITTER_*
+ * variable that names no option fails with InvalidConfig, with the nearest option's variable
+ * when there is one: a misspelt variable would otherwise be ignored in silence.
+ */
+export const fromEnv: Effect.Effect<EmitterOptionsInput, InvalidConfig | Config.ConfigError> = Effect.gen(function*() {
+  for (const name of yield* prefixedEnvNames) {
+    if (knownEnvNames.has(name)) continue
+    const nearest = [...knownEnvNames].map((known) => ({ known, d: distance(name, known) })).sort((x, y) => x.d - y.d)[0]
+    const hint = nearest !== undefined && nearest.d <= 3 ? `; did you mean ${nearest.known}?` : ""
+    return yield* new InvalidConfig({ option: name, rule: `no such option (an unknown DURABLE_EMITTER_* variable)${hint}` })
+  }
+  return yield* optionsFromEnv
+})
 
 const fail = (option: string, rule: string) => Effect.fail(new InvalidConfig({ option, rule }))
 

@@ -81,7 +81,7 @@ describe("Config.resolve", () => {
 
 describe("Config.fromEnv", () => {
   const fromEnv = (env: Record<string, string>) =>
-    Config.fromEnv.parse(ConfigProvider.fromEnv({ env }))
+    Config.fromEnv.pipe(Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env })))
 
   it.effect("reads DATABASE_URL and DURABLE_EMITTER_* variables", () =>
     Effect.gen(function*() {
@@ -101,6 +101,18 @@ describe("Config.fromEnv", () => {
       assert.isFalse(options.retransmit)
       assert.strictEqual(Redacted.value(options.ingestHeaders.authorization!), "Bearer abc")
       assert.strictEqual(Redacted.value(options.ingestHeaders["x-tenant"]!), "t1")
+    }))
+
+  it.effect("a DURABLE_EMITTER_* variable that names no option is refused, with the nearest one", () =>
+    Effect.gen(function*() {
+      const typo = yield* Effect.flip(fromEnv({ DURABLE_EMITTER_REQEUST_TIMEOUT: "5 seconds", HOME: "/root" }))
+      assert.instanceOf(typo, InvalidConfig)
+      assert.strictEqual((typo as InvalidConfig).option, "DURABLE_EMITTER_REQEUST_TIMEOUT")
+      assert.include((typo as InvalidConfig).rule, "did you mean DURABLE_EMITTER_REQUEST_TIMEOUT?")
+      const unrelated = yield* Effect.flip(fromEnv({ DURABLE_EMITTER_COLOUR: "blue" }))
+      assert.notInclude((unrelated as InvalidConfig).rule, "did you mean")
+      // every option's variable is known, including names that are prefixes of others
+      yield* fromEnv({ DURABLE_EMITTER_RETRANSMIT: "true", DURABLE_EMITTER_RETRANSMIT_INTERVAL: "2 seconds", OTHER_THING: "x" })
     }))
 
   it.effect("names the variable of a malformed value", () =>
