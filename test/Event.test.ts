@@ -172,6 +172,14 @@ describe("encodeCloudEvent", () => {
       attributes: [["k", { case: "ceString", value: "ß€😀\udc00" }], ["u", { case: "ceUri", value: "é".repeat(100) }]],
       data: { case: "textData", value: "😀".repeat(50) }
     },
+    // scalar attributes at their largest (negative int32 and timestamps: 10-byte varints)
+    {
+      id: "z", source: "s", type: "t",
+      attributes: Array.from({ length: 40 }, (_, i) => [`a${i}`, i % 2 === 0
+        ? { case: "ceTimestamp", value: -62_135_596_800_001 }
+        : { case: "ceInteger", value: -2147483648 }] as const),
+      data: { case: undefined }
+    },
     // larger than the reused buffer, then a small event after it
     { id: "x", source: "s", type: "t", attributes: [], data: { case: "binaryData", value: new Uint8Array(200_000).fill(3) } },
     { id: "y", source: "s", type: "t", attributes: [["far", { case: "ceTimestamp", value: 253_402_300_799_999 }]], data: { case: undefined } }

@@ -182,9 +182,11 @@ const write = (b: Uint8Array, event: CloudEventFields): number => {
 
 /** An upper bound of the encoded size: 3 bytes per UTF-16 unit covers any string. */
 const sizeBound = (event: CloudEventFields) => {
+  // Fixed parts: tags, 5-byte lengths, "1.0"; per attribute: the entry's, name's and value's
+  // framing (24 bytes at most) and a scalar value (a timestamp is at most 17 bytes).
   let n = 64 + 3 * (event.id.length + event.source.length + event.type.length)
   for (const [name, value] of event.attributes) {
-    n += 32 + 3 * name.length
+    n += 48 + 3 * name.length
     if (value.case === "ceBytes") n += value.value.length
     else if (value.case === "ceString" || value.case === "ceUri" || value.case === "ceUriRef") n += 3 * value.value.length
   }
@@ -202,6 +204,8 @@ export const encodeCloudEvent = (event: CloudEventFields): Uint8Array => {
   const bound = sizeBound(event)
   const b = bound <= sharedBytes ? shared : new Uint8Array(bound)
   const n = write(b, event)
+  // Writes past the end of a typed array are dropped without an error: never answer such bytes.
+  if (n > b.length) throw new Error(`CloudEvent encoding overran its ${b.length}-byte bound (${n} bytes)`)
   const out = allocBytes(n)
   out.set(b.subarray(0, n))
   return out
