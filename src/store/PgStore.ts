@@ -297,77 +297,88 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
       })
     )
 
-  const append = Effect.fn("PgStore.append")(function*(
-    events: ReadonlyArray<NewEvent>,
-    options: { readonly now: number; readonly nextAttemptAt: number }
-  ) {
+  type AppendOptions = { readonly now: number; readonly nextAttemptAt: number }
+  /** Rows of a committed batch, each placed at its event's index (`undefined` where none came back). */
+  type Placed = { readonly rows: number; readonly appended: Array<Appended | undefined> }
+
+  /** One (source, type): the batch's seqs are consecutive, so each row's seq says whose it is. */
+  const appendOneKey = (events: ReadonlyArray<NewEvent>, options: AppendOptions): Effect.Effect<Placed, StoreError> => {
+    const { source, type } = events[0]!
+    const eventIds = events.map((e) => e.eventId)
+    return sql.unsafe(text.appendOneKey, [
+      eventIds, source, type, events.map((e) => e.payload), options.now, options.nextAttemptAt, events.length
+    ]).values.pipe(
+      guard("append"),
+      Effect.map((rows) => {
+        const appended = new Array<Appended | undefined>(events.length)
+        let lowest = rows.length > 0 ? rows[0]![1] as bigint : 0n
+        for (const row of rows) if ((row[1] as bigint) < lowest) lowest = row[1] as bigint
+        for (const row of rows) {
+          const index = Number((row[1] as bigint) - lowest)
+          if (index < events.length) appended[index] = { rowId: row[0] as bigint, eventId: eventIds[index]!, seq: row[1] as bigint }
+        }
+        return { rows: rows.length, appended }
+      })
+    )
+  }
+
+  /**
+   * Several keys: events are numbered within their keys here and the statement adds each key's
+   * last seq; a row's (source, type, seq) says whose it is.
+   */
+  const appendKeys = (events: ReadonlyArray<NewEvent>, options: AppendOptions): Effect.Effect<Placed, StoreError> => {
+    const keys = new Map<string, { index: number; source: string; type: string; events: Array<number> }>()
+    const keyOf = new Array<number>(events.length)
+    const rank = new Array<number>(events.length)
+    events.forEach(({ source, type }, i) => {
+      const name = `${source}\u0000${type}`
+      let key = keys.get(name)
+      if (key === undefined) keys.set(name, key = { index: keys.size + 1, source, type, events: [] })
+      key.events.push(i)
+      keyOf[i] = key.index
+      rank[i] = key.events.length
+    })
+    const list = [...keys.values()]
+    return sql.unsafe(text.append, [
+      events.map((e) => e.eventId), events.map((e) => e.payload), keyOf,
+      list.map((k) => k.source), list.map((k) => k.type), list.map((k) => k.events.length),
+      rank, options.now, options.nextAttemptAt
+    ]).values.pipe(
+      guard("append"),
+      Effect.map((rows) => {
+        // A key's seqs are consecutive and its lowest is its first event's.
+        const lowest = new Map<string, bigint>()
+        for (const row of rows) {
+          const name = `${row[1] as string}\u0000${row[2] as string}`
+          const low = lowest.get(name)
+          if (low === undefined || (row[3] as bigint) < low) lowest.set(name, row[3] as bigint)
+        }
+        const appended = new Array<Appended | undefined>(events.length)
+        for (const row of rows) {
+          const name = `${row[1] as string}\u0000${row[2] as string}`
+          const index = keys.get(name)?.events[Number((row[3] as bigint) - lowest.get(name)!)]
+          if (index !== undefined) appended[index] = { rowId: row[0] as bigint, eventId: events[index]!.eventId, seq: row[3] as bigint }
+        }
+        return { rows: rows.length, appended }
+      })
+    )
+  }
+
+  const append = Effect.fn("PgStore.append")(function*(events: ReadonlyArray<NewEvent>, options: AppendOptions) {
     const n = events.length
     if (n === 0) return []
-    const eventIds = new Array<string>(n)
-    const payloads = new Array<Uint8Array>(n)
-    for (let i = 0; i < n; i++) {
-      eventIds[i] = events[i]!.eventId
-      payloads[i] = events[i]!.payload
-    }
-    const appended = new Array<Appended>(n)
-    let answered: number
-    if (oneKey(events)) {
-      const { source, type } = events[0]!
-      const rows = yield* sql.unsafe(text.appendOneKey, [eventIds, source, type, payloads, options.now, options.nextAttemptAt, n])
-        .values.pipe(guard("append"))
-      answered = rows.length
-      // The batch's seqs are consecutive and the lowest is the first event's.
-      let lowest = rows.length > 0 ? rows[0]![1] as bigint : 0n
-      for (const row of rows) if ((row[1] as bigint) < lowest) lowest = row[1] as bigint
-      for (const row of rows) {
-        const index = Number((row[1] as bigint) - lowest)
-        if (index < n) appended[index] = { rowId: row[0] as bigint, eventId: eventIds[index]!, seq: row[1] as bigint }
-      }
-    } else {
-      // Number the events within their keys; the statement adds each key's last seq.
-      const keys = new Map<string, { index: number; source: string; type: string; events: Array<number> }>()
-      const keyOf = new Array<number>(n)
-      const rank = new Array<number>(n)
-      for (let i = 0; i < n; i++) {
-        const { source, type } = events[i]!
-        const name = `${source}\u0000${type}`
-        let key = keys.get(name)
-        if (key === undefined) keys.set(name, key = { index: keys.size + 1, source, type, events: [] })
-        key.events.push(i)
-        keyOf[i] = key.index
-        rank[i] = key.events.length
-      }
-      const list = [...keys.values()]
-      const rows = yield* sql.unsafe(text.append, [
-        eventIds, payloads, keyOf,
-        list.map((k) => k.source), list.map((k) => k.type), list.map((k) => k.events.length),
-        rank, options.now, options.nextAttemptAt
-      ]).values.pipe(guard("append"))
-      answered = rows.length
-      // A key's seqs are consecutive and its lowest is its first event's.
-      const lowest = new Map<string, bigint>()
-      for (const row of rows) {
-        const name = `${row[1] as string}\u0000${row[2] as string}`
-        const low = lowest.get(name)
-        if (low === undefined || (row[3] as bigint) < low) lowest.set(name, row[3] as bigint)
-      }
-      for (const row of rows) {
-        const name = `${row[1] as string}\u0000${row[2] as string}`
-        const index = keys.get(name)?.events[Number((row[3] as bigint) - lowest.get(name)!)]
-        if (index !== undefined) appended[index] = { rowId: row[0] as bigint, eventId: eventIds[index]!, seq: row[3] as bigint }
-      }
-    }
+    const { appended, rows } = yield* (oneKey(events) ? appendOneKey(events, options) : appendKeys(events, options))
     for (let i = 0; i < n; i++) {
       if (appended[i] === undefined) {
         // Cannot happen unless the statement is broken; the rows are committed, so say so.
         return yield* new StoreError({
           operation: "append",
-          reason: `committed ${answered} rows for ${n} events but found no answer for event ${i}`,
+          reason: `committed ${rows} rows for ${n} events but found no answer for event ${i}`,
           retryable: false
         })
       }
     }
-    return appended
+    return appended as Array<Appended>
   })
 
   const delete_ = Effect.fn("PgStore.delete")(function*(rowIds: ReadonlyArray<bigint>) {
