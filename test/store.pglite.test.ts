@@ -39,7 +39,7 @@ const openStore = (dataDir: string) =>
   Layer.build(Layer.fresh(PgliteStore.layer({ dataDir }))).pipe(Effect.map((context) => Context.get(context, Store)))
 
 const lockFile = (dir: string) => path.join(dir, PgliteStore.lockFileName)
-const lockHolder = (dir: string) => fs.existsSync(lockFile(dir)) ? Number(fs.readFileSync(lockFile(dir), "utf8")) : undefined
+const lockHolder = (dir: string) => fs.existsSync(lockFile(dir)) ? Number(fs.readFileSync(lockFile(dir), "utf8").split("\n")[0]) : undefined
 
 const workerPath = fileURLToPath(new URL("./fixtures/pglite-worker.ts", import.meta.url))
 
@@ -355,6 +355,22 @@ describe("PgliteStore data directory", () => {
         assert.isFalse(fs.existsSync(lockFile(dir)))
         assert.deepStrictEqual(fs.readdirSync(dir), [PgliteStore.pgdataDirName], "no scratch files left behind")
       }
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live.runIf(process.platform === "linux")("a lock whose pid now belongs to another, later process is stale; its own process's is held", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      // The parent process runs, but did not write this lock: a pid reused after a crash and reboot.
+      fs.writeFileSync(lockFile(dir), `${process.ppid}\nanother-boot/123\n`)
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* openStore(dir)
+        assert.strictEqual(lockHolder(dir), process.pid)
+        assert.match(fs.readFileSync(lockFile(dir), "utf8"), /^\d+\n\S+\/\d+\n$/, "pid, then boot and start time")
+      }))
+      // The same pid with its real identity: that process holds it.
+      fs.writeFileSync(lockFile(dir), `${process.ppid}\n${PgliteStore.processIdentity(process.ppid)}\n`)
+      const error = yield* Effect.flip(Effect.scoped(openStore(dir)))
+      assert.strictEqual((error as StoreLocked).holderPid, process.ppid)
     }).pipe(Effect.scoped), 60_000)
 
   it.live("after a SIGKILL mid-append, every append that returned is there, and no batch is half there", () =>

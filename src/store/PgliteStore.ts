@@ -4,7 +4,8 @@
  * migrations are exactly the PostgreSQL Store's (`PgStore.layerFromClient`).
  *
  * Layout of `dataDir` (created if missing):
- *   durable-emitter.lock   the pid of the process that has it open (see `acquireLock`)
+ *   durable-emitter.lock   the pid of the process that has it open, and on Linux that process's
+ *                          boot and start time (see `acquireLock`)
  *   pgdata/                PGlite's PostgreSQL data directory
  *
  * Durability: a commit survives a crash of this process (kill -9, an uncaught exception), not a
@@ -78,9 +79,45 @@ const unlinkIfExists = (file: string) => {
   }
 }
 
-const parsePid = (content: string): number | undefined => {
-  const pid = Number(content.trim())
-  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined
+/**
+ * What tells a process apart from a later one that got the same pid: the boot it runs in and its
+ * start time (Linux: /proc). Undefined where that cannot be read (other systems, a pid that is
+ * gone): then the pid alone decides.
+ */
+export const processIdentity = (pid: number): string | undefined => {
+  try {
+    bootId ??= fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
+    // Field 22 of /proc/<pid>/stat, counted after the command name (which may hold spaces).
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const startTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]
+    return startTime === undefined || startTime === "" ? undefined : `${bootId}/${startTime}`
+  } catch {
+    return undefined
+  }
+}
+let bootId: string | undefined
+
+interface LockContent {
+  readonly pid: number
+  readonly identity: string | undefined
+}
+
+const lockContent = (): string => `${process.pid}\n${processIdentity(process.pid) ?? ""}\n`
+
+const parseLock = (content: string): LockContent | undefined => {
+  const [first, second] = content.split("\n")
+  const pid = Number(first?.trim())
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined
+  const identity = second?.trim()
+  return { pid, identity: identity === undefined || identity === "" ? undefined : identity }
+}
+
+/** Whether the process that wrote the lock still runs: its pid is alive and, where known, is still it. */
+const holderRuns = (lock: LockContent): boolean => {
+  if (!isAlive(lock.pid)) return false
+  if (lock.identity === undefined) return true
+  const now = processIdentity(lock.pid)
+  return now === undefined || now === lock.identity
 }
 
 /**
@@ -88,12 +125,13 @@ const parsePid = (content: string): number | undefined => {
  *
  * The file appears with its content in one step (written under a private name, then hard-linked
  * into place; the link fails if the lock exists), so a reader never sees it half-written. A lock
- * whose pid is not alive (or that holds no pid) is stale: it is renamed away, which only one
- * contender can do, then checked; if it turns out to be a fresh lock that replaced the stale one
- * in the meantime, it is put back.
+ * whose process no longer runs (its pid is dead, or now belongs to a process started later, after
+ * a crash and a reboot for instance), or that holds no pid, is stale: it is renamed away, which
+ * only one contender can do, then checked; if it turns out to be a fresh lock that replaced the
+ * stale one in the meantime, it is put back.
  */
 const tryLock = (lockFile: string): LockAttempt => {
-  const mine = `${process.pid}\n`
+  const mine = lockContent()
   const scratch = `${lockFile}.${process.pid}.${Math.random().toString(36).slice(2)}`
   fs.writeFileSync(scratch, mine, { flag: "wx" })
   try {
@@ -106,8 +144,8 @@ const tryLock = (lockFile: string): LockAttempt => {
       }
       const content = readIfExists(lockFile)
       if (content === undefined) continue
-      const holder = parsePid(content)
-      if (holder !== undefined && isAlive(holder)) return { _tag: "Held", pid: holder }
+      const holder = parseLock(content)
+      if (holder !== undefined && holderRuns(holder)) return { _tag: "Held", pid: holder.pid }
       const moved = `${scratch}.stale`
       try {
         fs.renameSync(lockFile, moved)
@@ -133,12 +171,12 @@ const tryLock = (lockFile: string): LockAttempt => {
 /** Removes the lock if it is still ours (nobody took it over while we held it). */
 const unlock = (lockFile: string) => {
   const content = readIfExists(lockFile)
-  if (content !== undefined && parsePid(content) === process.pid) unlinkIfExists(lockFile)
+  if (content !== undefined && parseLock(content)?.pid === process.pid) unlinkIfExists(lockFile)
 }
 
 /**
  * Holds `<dataDir>/durable-emitter.lock` for the scope: fails with `StoreLocked` naming the holder
- * when a live process (this one included) has it; takes over a lock left by a dead process.
+ * when a running process (this one included) has it; takes over a lock left by one that is gone.
  */
 export const acquireLock = (dataDir: string): Effect.Effect<void, StoreLocked | StoreError, Scope.Scope> => {
   const lockFile = path.join(dataDir, lockFileName)
