@@ -69,12 +69,16 @@ describe("outcome: per-event results", () => {
     }
   })
 
-  it("a result naming another event's id is a retryable mismatch; an empty id is not checked", () => {
-    const swapped = create(PublishResponseSchema, { results: [{ eventId: "e1" }, { eventId: "e0" }] })
+  it("a result naming another event of the batch is a retryable mismatch; empty or foreign ids go by position", () => {
+    const swapped = create(PublishResponseSchema, { results: [{ eventId: "e1" }, { eventId: "e0", error: { errorCode: 1, reason: "bad" } }] })
     const result = resultsOf(sent(2), swapped)
     assert.isTrue(result._tag === "Failure" && result.failure.code === "mismatch" && result.failure.kind === "retryable")
     const anonymous = create(PublishResponseSchema, { results: [{ eventId: "" }, { eventId: "e1" }] })
     assert.isTrue(resultsOf(sent(2), anonymous)._tag === "Success")
+    // a server that names results its own way: the position decides
+    const foreign = create(PublishResponseSchema, { results: [{ eventId: "srv-1" }, { eventId: "srv-2", error: { errorCode: 1, reason: "bad" } }] })
+    const byPosition = resultsOf(sent(2), foreign)
+    assert.deepStrictEqual(byPosition._tag === "Success" && byPosition.success.map((r) => r._tag), ["Delivered", "Rejected"])
   })
 
   it("event ids are matched byte for byte, and by decoding when the id is not ASCII or not first", () => {

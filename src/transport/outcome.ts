@@ -66,9 +66,24 @@ export const publishErrorCodeName = (code: number): string =>
 
 const decoder = new TextDecoder()
 
+/** The CloudEvent id (field 1) of an encoded event, if it has one. */
+export const eventIdOf = (payload: Uint8Array): string | undefined => {
+  try {
+    const reader = new BinaryReader(payload)
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag()
+      if (field === 1 && wireType === WireType.LengthDelimited) return decoder.decode(reader.bytes())
+      reader.skip(wireType, field)
+    }
+  } catch {
+    // not a decodable CloudEvent: it has no id
+  }
+  return undefined
+}
+
 /**
- * Whether `id` is the CloudEvent id (field 1) of the encoded event. Events this library encodes
- * start with their id, compared byte by byte without decoding; anything else is scanned for it.
+ * Whether `id` is the CloudEvent id of the encoded event. Events this library encodes start with
+ * their id, compared byte by byte without decoding; anything else is scanned for it.
  */
 export const hasEventId = (payload: Uint8Array, id: string): boolean => {
   if (payload[0] === 0x0a && payload[1]! < 0x80 && payload[1] === id.length) {
@@ -83,27 +98,18 @@ export const hasEventId = (payload: Uint8Array, id: string): boolean => {
     }
     if (ascii) return true
   }
-  try {
-    const reader = new BinaryReader(payload)
-    while (reader.pos < reader.len) {
-      const [field, wireType] = reader.tag()
-      if (field === 1 && wireType === WireType.LengthDelimited) return decoder.decode(reader.bytes()) === id
-      reader.skip(wireType, field)
-    }
-  } catch {
-    // not a decodable CloudEvent: it has no id to match
-  }
-  return id === ""
+  return (eventIdOf(payload) ?? "") === id
 }
 
 const mismatch = (reason: string) => new TransportError({ kind: "retryable", code: "mismatch", reason })
 
 /**
  * The per-event answer for a batch of `events`: an empty list means all were delivered (older
- * servers); otherwise `results[i]` must answer `events[i]`: one result per event, and a result
- * that names an event id names that event's. Anything else is a mismatch (retryable: the
- * server's state is unknown, and a retry only risks duplicates, while taking answers for the
- * wrong events could delete or dead-letter an event that was not delivered).
+ * servers); otherwise `results[i]` answers `events[i]`: one result per event, and a result may
+ * not name another event of the batch. Anything else is a mismatch (retryable: the server's
+ * state is unknown, and a retry only risks duplicates, while taking answers for the wrong events
+ * could delete or dead-letter an event that was not delivered). A result id that names no event
+ * of the batch is taken as the server's own naming: the position decides.
  */
 export const resultsOf = (
   events: ReadonlyArray<Uint8Array>,
@@ -116,10 +122,14 @@ export const resultsOf = (
     return Result.fail(mismatch(`the server answered ${results.length} results for ${eventCount} events`))
   }
   const out = new Array<EventResult>(eventCount)
+  let sentIds: ReadonlySet<string | undefined> | undefined
   for (let i = 0; i < eventCount; i++) {
     const result = results[i]!
     if (result.eventId !== "" && !hasEventId(events[i]!, result.eventId)) {
-      return Result.fail(mismatch(`result ${i} is for event ${JSON.stringify(result.eventId)}, not for the event sent at that position`))
+      sentIds ??= new Set(events.map(eventIdOf))
+      if (sentIds.has(result.eventId)) {
+        return Result.fail(mismatch(`result ${i} is for event ${JSON.stringify(result.eventId)}, sent at another position`))
+      }
     }
     const error = result.error
     out[i] = error === undefined
