@@ -4,6 +4,7 @@
  */
 import { readdirSync, readFileSync } from "node:fs"
 import * as os from "node:os"
+import { monitorEventLoopDelay } from "node:perf_hooks"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted, References } from "effect"
 import { SqlClient } from "effect/sql"
@@ -229,6 +230,25 @@ export interface CpuUse {
   readonly postgresPct: number
   /** Other processes watched (e.g. the ingest server), in % of one core. */
   readonly othersPct: Readonly<Record<string, number>>
+}
+
+/** Event-loop delay (what blocks every fiber of this process at once), ms. */
+export interface EventLoopDelay {
+  readonly p50: number
+  readonly p99: number
+  readonly max: number
+}
+
+/** Starts watching the event-loop delay; `end` stops and answers it. */
+export const eventLoopDelayWindow = () => {
+  const histogram = monitorEventLoopDelay({ resolution: 1 })
+  histogram.enable()
+  return {
+    end: (): EventLoopDelay => {
+      histogram.disable()
+      return { p50: histogram.percentile(50) / 1e6, p99: histogram.percentile(99) / 1e6, max: histogram.max / 1e6 }
+    }
+  }
 }
 
 /** Starts a CPU window; `end` answers the use since the start. `others` names more processes to watch. */

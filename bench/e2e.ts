@@ -3,7 +3,6 @@
  * to the reference ingest server in a separate process, acknowledged, and its row deleted.
  * Timed from the first emit until the events table is empty.
  */
-import { monitorEventLoopDelay } from "node:perf_hooks"
 import { Effect } from "effect"
 import { Emitter } from "../src/Emitter.ts"
 import * as baseline from "./baseline.ts"
@@ -14,6 +13,7 @@ import {
   perEvent,
   perEventLine,
   cpuWindow,
+  eventLoopDelayWindow,
   freshPrefix,
   int,
   latencyLine,
@@ -55,17 +55,14 @@ export const run = (args: BenchArgs) => {
       const memory = sampleMemory()
       const cpu = cpuWindow({ "ingest server": server.pid })
       const window = yield* metricsWindow
-      const loopDelay = monitorEventLoopDelay({ resolution: 1 })
-      loopDelay.enable()
+      const loopDelay = eventLoopDelayWindow()
       const start = performance.now()
       const emitted = yield* closedLoop(emitter, { concurrency, seconds: 300, maxEvents: events, onReceipt: recorder.onReceipt })
       const emittedMs = since(start)
       yield* bounded("flush", 120_000, emitter.flush)
       yield* awaitEmptyTable(prefix, 10, 120_000)
       const elapsed = since(start)
-      loopDelay.disable()
-      const eventLoopDelay = { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 }
-      return { eventLoopDelay, emitted, emittedMs, elapsed, internal: yield* window.end, memory: memory.stop(), cpu: cpu.end() }
+      return { eventLoopDelay: loopDelay.end(), emitted, emittedMs, elapsed, internal: yield* window.end, memory: memory.stop(), cpu: cpu.end() }
     }).pipe(Effect.provide(emitterLayer(options, recorded(grpcLayer(options), recorder.onAnswer))))
 
     const stats = yield* Effect.promise(() => server.stats())

@@ -2,10 +2,20 @@
  * Load generators against an Emitter: closed loop (N emitters, each emits again when its receipt
  * arrives) and open loop (emits started on a fixed schedule regardless of completions).
  */
-import { monitorEventLoopDelay } from "node:perf_hooks"
 import { Effect, Exit, FiberSet } from "effect"
 import type { EmitReceipt, Emitter } from "../src/Emitter.ts"
-import { benchInput, bounded, type CpuUse, cpuWindow, type LatencySummary, Reservoir, since, summarize } from "./common.ts"
+import {
+  benchInput,
+  bounded,
+  type CpuUse,
+  cpuWindow,
+  type EventLoopDelay,
+  eventLoopDelayWindow,
+  type LatencySummary,
+  Reservoir,
+  since,
+  summarize
+} from "./common.ts"
 
 type EmitterShape = (typeof Emitter)["Service"]
 
@@ -90,7 +100,7 @@ export interface OpenLoopResult {
   /** How late the generator started emits, worst case, ms. */
   readonly maxStartLagMs: number
   /** Event-loop delay while generating (what blocks every fiber of this process at once), ms. */
-  readonly eventLoopDelay: { readonly p50: number; readonly p99: number; readonly max: number }
+  readonly eventLoopDelay: EventLoopDelay
   readonly cpu: CpuUse
 }
 
@@ -109,8 +119,7 @@ export const openLoop = (emitter: EmitterShape, perSecond: number, seconds: numb
     let maxLag = 0
     const fibers = yield* FiberSet.make<void>()
     const intervalMs = 1000 / perSecond
-    const loopDelay = monitorEventLoopDelay({ resolution: 1 })
-    loopDelay.enable()
+    const loopDelay = eventLoopDelayWindow()
     const cpu = cpuWindow()
     const start = performance.now()
     let started = 0
@@ -140,7 +149,7 @@ export const openLoop = (emitter: EmitterShape, perSecond: number, seconds: numb
       yield* Effect.sleep(1)
     }
     const generated = since(start)
-    loopDelay.disable()
+    const eventLoopDelay = loopDelay.end()
     yield* bounded("open loop receipts", 60_000, FiberSet.awaitEmpty(fibers))
     const used = cpu.end()
     return {
@@ -152,11 +161,7 @@ export const openLoop = (emitter: EmitterShape, perSecond: number, seconds: numb
       latency: summarize(latency.subarray(0, completed)),
       latencyFromSchedule: summarize(fromSchedule.subarray(0, completed)),
       maxStartLagMs: maxLag,
-      eventLoopDelay: {
-        p50: loopDelay.percentile(50) / 1e6,
-        p99: loopDelay.percentile(99) / 1e6,
-        max: loopDelay.max / 1e6
-      },
+      eventLoopDelay,
       cpu: used
     } satisfies OpenLoopResult
   }))
