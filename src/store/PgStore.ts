@@ -327,11 +327,12 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
    * last seq; a row's (source, type, seq) says whose it is.
    */
   const appendKeys = (events: ReadonlyArray<NewEvent>, options: AppendOptions): Effect.Effect<Placed, StoreError> => {
-    const keys = new Map<string, { index: number; source: string; type: string; events: Array<number> }>()
+    const keyName = (source: string, type: string) => `${source}\u0000${type}`
+    const keys = new Map<string, { index: number; source: string; type: string; events: Array<number>; lowest?: bigint }>()
     const keyOf = new Array<number>(events.length)
     const rank = new Array<number>(events.length)
     events.forEach(({ source, type }, i) => {
-      const name = `${source}\u0000${type}`
+      const name = keyName(source, type)
       let key = keys.get(name)
       if (key === undefined) keys.set(name, key = { index: keys.size + 1, source, type, events: [] })
       key.events.push(i)
@@ -347,18 +348,17 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
       guard("append"),
       Effect.map((rows) => {
         // A key's seqs are consecutive and its lowest is its first event's.
-        const lowest = new Map<string, bigint>()
-        for (const row of rows) {
-          const name = `${row[1] as string}\u0000${row[2] as string}`
-          const low = lowest.get(name)
-          if (low === undefined || (row[3] as bigint) < low) lowest.set(name, row[3] as bigint)
-        }
+        const rowKeys = rows.map((row) => keys.get(keyName(row[1] as string, row[2] as string)))
+        rows.forEach((row, r) => {
+          const key = rowKeys[r]
+          if (key !== undefined && (key.lowest === undefined || (row[3] as bigint) < key.lowest)) key.lowest = row[3] as bigint
+        })
         const appended = new Array<Appended | undefined>(events.length)
-        for (const row of rows) {
-          const name = `${row[1] as string}\u0000${row[2] as string}`
-          const index = keys.get(name)?.events[Number((row[3] as bigint) - lowest.get(name)!)]
+        rows.forEach((row, r) => {
+          const key = rowKeys[r]
+          const index = key?.events[Number((row[3] as bigint) - key.lowest!)]
           if (index !== undefined) appended[index] = { rowId: row[0] as bigint, eventId: events[index]!.eventId, seq: row[3] as bigint }
-        }
+        })
         return { rows: rows.length, appended }
       })
     )
