@@ -79,6 +79,8 @@ const unlinkIfExists = (file: string) => {
   }
 }
 
+let bootId: string | undefined
+
 /**
  * What tells a process apart from a later one that got the same pid: the boot it runs in and its
  * start time (Linux: /proc). Undefined where that cannot be read (other systems, a pid that is
@@ -95,7 +97,6 @@ export const processIdentity = (pid: number): string | undefined => {
     return undefined
   }
 }
-let bootId: string | undefined
 
 interface LockContent {
   readonly pid: number

@@ -198,7 +198,7 @@ const toReceived = (event: CloudEvent, payload: Uint8Array, receivedAt: number):
  */
 const headOf = (payload: Uint8Array, receivedAt: number): ReceivedEvent => {
   const reader = new BinaryReader(payload)
-  const head = ["", "", "", "", ""]
+  const head = ["", "", "", "", ""] // by field number: 1 id, 2 source, 3 spec_version, 4 type
   while (reader.pos < reader.len) {
     const [field, wireType] = reader.tag()
     if (field >= 1 && field <= 4) {
