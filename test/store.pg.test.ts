@@ -15,6 +15,7 @@ import { InvalidConfig, StoreError } from "../src/Errors.ts"
 import { Store } from "../src/Store.ts"
 import * as PgStore from "../src/store/PgStore.ts"
 import { newEvent, storeContract } from "./StoreContract.ts"
+import { watchOutput } from "./support/childOutput.ts"
 
 const url = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 const ClientLayer = PgClient.layer({ url: Redacted.make(url), maxConnections: 20 })
@@ -131,18 +132,7 @@ const startWorker = (args: ReadonlyArray<string>) =>
         stdio: ["pipe", "pipe", "pipe"]
       })
       const lines: Array<string> = []
-      let pending = ""
-      let stderr = ""
-      child.stdout.setEncoding("utf8")
-      child.stdout.on("data", (chunk: string) => {
-        pending += chunk
-        for (let i = pending.indexOf("\n"); i >= 0; i = pending.indexOf("\n")) {
-          lines.push(pending.slice(0, i))
-          pending = pending.slice(i + 1)
-        }
-      })
-      child.stderr.setEncoding("utf8")
-      child.stderr.on("data", (chunk: string) => (stderr += chunk))
+      const output = watchOutput(child, { onLine: (line) => lines.push(line) })
       const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
       return {
         child,
@@ -156,10 +146,10 @@ const startWorker = (args: ReadonlyArray<string>) =>
               }
             }
             child.stdout.on("data", check)
-            child.on("exit", () => resume(Effect.die(new Error(`worker exited before "${expected}": ${stderr}`))))
+            child.on("exit", () => resume(Effect.die(new Error(`worker exited before "${expected}": ${output.stderr()}`))))
             check()
           }),
-        exit: Effect.promise(() => exited).pipe(Effect.map((code) => ({ code, stderr })))
+        exit: Effect.promise(() => exited).pipe(Effect.map((code) => ({ code, stderr: output.stderr() })))
       }
     }),
     (worker) =>

@@ -23,6 +23,7 @@ import { Store } from "../src/Store.ts"
 import { makeBridge } from "../src/store/pgliteBridge.ts"
 import * as PgliteStore from "../src/store/PgliteStore.ts"
 import { newEvent, storeContract } from "./StoreContract.ts"
+import { watchOutput } from "./support/childOutput.ts"
 
 storeContract(it, PgliteStore.layer({ dataDir: PgliteStore.memory }))
 
@@ -57,18 +58,7 @@ const startWorker = (args: ReadonlyArray<string>) =>
     Effect.sync((): Worker => {
       const child = spawn(process.execPath, [workerPath, ...args], { stdio: ["pipe", "pipe", "pipe"] })
       const lines: Array<string> = []
-      let pending = ""
-      let stderr = ""
-      child.stdout.setEncoding("utf8")
-      child.stdout.on("data", (chunk: string) => {
-        pending += chunk
-        for (let i = pending.indexOf("\n"); i >= 0; i = pending.indexOf("\n")) {
-          lines.push(pending.slice(0, i))
-          pending = pending.slice(i + 1)
-        }
-      })
-      child.stderr.setEncoding("utf8")
-      child.stderr.on("data", (chunk: string) => (stderr += chunk))
+      const output = watchOutput(child, { onLine: (line) => lines.push(line) })
       const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
         child.on("exit", (code, signal) => resolve({ code, signal }))
       )
@@ -84,10 +74,10 @@ const startWorker = (args: ReadonlyArray<string>) =>
               }
             }
             child.stdout.on("data", check)
-            child.on("exit", () => resume(Effect.die(new Error(`worker exited early: ${lines.join("\n")} ${stderr}`))))
+            child.on("exit", () => resume(Effect.die(new Error(`worker exited early: ${lines.join("\n")} ${output.stderr()}`))))
             check()
           }),
-        exit: Effect.promise(() => exited).pipe(Effect.map((exit) => ({ ...exit, stderr })))
+        exit: Effect.promise(() => exited).pipe(Effect.map((exit) => ({ ...exit, stderr: output.stderr() })))
       }
     }),
     (worker) =>
