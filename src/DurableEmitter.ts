@@ -4,6 +4,8 @@
  * - `layer`: options from the environment (DATABASE_URL, DURABLE_EMITTER_*), PostgreSQL or the
  *   embedded store, the gRPC transport;
  * - `layerWith(options)`: the same with options from code;
+ * - `layerFromClient(options)`: on the application's own `@effect/sql-pg` client (PgClient from the
+ *   context), sharing its pool; `Emitter.emitInTransaction` writes in that client's transactions;
  * - `layerNoDeps(options)`: everything but the Store and the Transport, for tests that provide
  *   their own (e.g. MemoryStore and ScriptedTransport from "durable-emitter/testing").
  *
@@ -17,6 +19,7 @@ import { Emitter } from "./Emitter.ts"
 import { Health } from "./Health.ts"
 import { Liveness } from "./Liveness.ts"
 import * as Metrics from "./Metrics.ts"
+import { Outbox } from "./Outbox.ts"
 import { Publisher } from "./Publisher.ts"
 import { Retransmitter } from "./Retransmitter.ts"
 import { Sequencer } from "./Sequencer.ts"
@@ -39,6 +42,24 @@ export const services = (options: Config.EmitterOptions) =>
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
     Layer.provide(Liveness.layer)
+  )
+
+/** The same with the transactional outbox, on the application's PgClient. */
+const servicesWithOutbox = (options: Config.EmitterOptions) =>
+  Emitter.layer(options).pipe(
+    Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options), Outbox.layer(options))),
+    Layer.provideMerge(Sequencer.layer(options)),
+    Layer.provideMerge(Publisher.layer(options)),
+    Layer.provide(Liveness.layer)
+  )
+
+/** Options of `layerFromClient`: the connection is the application's, so none of its settings. */
+export type FromClientOptions = Omit<Config.EmitterOptionsInput, "databaseUrl" | "dataDir" | "maxConnections">
+
+const fromClient = (options: Config.EmitterOptions) =>
+  servicesWithOutbox(options).pipe(
+    Layer.provideMerge(PgStore.layerFromClient({ tablePrefix: options.tablePrefix, queryTimeout: options.commitTimeoutMs })),
+    Layer.provide(transportLayer(options))
   )
 
 /** The Store the options ask for: PostgreSQL with `databaseUrl`, else the embedded store. */
@@ -78,6 +99,13 @@ export const DurableEmitter = {
   layer: Layer.unwrap(Effect.flatMap(Config.fromEnv, (input) => Effect.map(Config.resolve(input), fromOptions))),
   /** Options from code; unset options take their defaults (see Config.defaults). */
   layerWith: (options: Config.EmitterOptionsInput = {}) => Layer.unwrap(Effect.map(Config.resolve(options), fromOptions)),
+  /**
+   * On the application's own PgClient (from the context): the emitter shares its pool, runs its
+   * migrations on it, and `Emitter.emitInTransaction` inside that client's `sql.withTransaction`
+   * writes the events in the transaction (the transactional outbox).
+   */
+  layerFromClient: (options: FromClientOptions = {}) =>
+    Layer.unwrap(Effect.map(Config.resolve(options), fromClient)),
   /** Everything but the Store and the Transport; fails with InvalidConfig naming the option and the rule. */
   layerNoDeps: (options: Config.EmitterOptionsInput = {}) => Layer.unwrap(Effect.map(Config.resolve(options), services))
 }
