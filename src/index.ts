@@ -14,7 +14,8 @@
  */
 export * as Config from "./Config.ts"
 export { DurableEmitter } from "./DurableEmitter.ts"
-export { type EmitReceipt, Emitter } from "./Emitter.ts"
+export { type EmitReceipt, Emitter, type TransactionalReceipt } from "./Emitter.ts"
+export { Outbox } from "./Outbox.ts"
 export * from "./Errors.ts"
 export * as Event from "./Event.ts"
 export type { EmitInput, ExtensionValue, Json } from "./Event.ts"
