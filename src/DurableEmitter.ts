@@ -45,7 +45,7 @@ export const services = (options: Config.EmitterOptions) =>
   )
 
 /** The same with the transactional outbox, on the application's PgClient. */
-const servicesWithOutbox = (options: Config.EmitterOptions) =>
+export const outboxServices = (options: Config.EmitterOptions) =>
   Emitter.layer(options).pipe(
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options), Outbox.layer(options))),
     Layer.provideMerge(Sequencer.layer(options)),
@@ -57,7 +57,7 @@ const servicesWithOutbox = (options: Config.EmitterOptions) =>
 export type FromClientOptions = Omit<Config.EmitterOptionsInput, "databaseUrl" | "dataDir" | "maxConnections">
 
 const fromClient = (options: Config.EmitterOptions) =>
-  servicesWithOutbox(options).pipe(
+  outboxServices(options).pipe(
     Layer.provideMerge(PgStore.layerFromClient({ tablePrefix: options.tablePrefix, queryTimeout: options.commitTimeoutMs })),
     Layer.provide(transportLayer(options))
   )
