@@ -3,7 +3,8 @@
  * with the attempt count) and feeds them to the same Publisher, claim after claim, until nothing is
  * due: a backlog drains at full speed, not one page per tick. Rows whose payload cannot be decoded
  * are dead-lettered instead of retried forever. The expiry loop removes rows past their TTL in
- * bounded batches (dead-lettering them by default). With `retransmit: false` neither loop runs.
+ * bounded batches (dead-lettering them by default). Both repeat on Liveness's loop Schedule, which
+ * also reports them to health. With `retransmit: false` neither loop runs.
  */
 import { Clock, Context, Effect, Layer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
