@@ -22,8 +22,8 @@ import { type IngestReceived, jsonLinesRecorder, makeRecorder, type RecordMode, 
 
 export type { AttributeValue, IngestStats, ReceivedEvent, RequestRecord } from "./ingestModel.ts"
 export { receivedEventJson } from "./ingestModel.ts"
-export type { IngestReceived, ReceivedSequences, RecordMode, Recorder } from "./ingestRecorder.ts"
-export { jsonLinesRecorder } from "./ingestRecorder.ts"
+export type { IngestReceived, ReceivedSequences, RecordMode, Recorder, SampleRecorder } from "./ingestRecorder.ts"
+export { jsonLinesRecorder, sampleRecorder } from "./ingestRecorder.ts"
 export type { SequenceSummary } from "./seqnumLedger.ts"
 export type {
   FailureSpec,

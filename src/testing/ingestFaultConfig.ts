@@ -111,11 +111,18 @@ export const decodeFaultConfig = (input: unknown): FaultConfig => {
   }
 }
 
+/** The known key a misspelt one most likely meant: the same but for case, or one starting the other ("hangs"). */
+const resembling = (key: string): string | undefined => {
+  const lower = key.toLowerCase()
+  return faultConfigKeys.find((known) => known.toLowerCase() === lower) ??
+    faultConfigKeys.find((known) => known.toLowerCase().startsWith(lower) || lower.startsWith(known.toLowerCase()))
+}
+
 const faultConfigProblem = (input: unknown, error: unknown): string => {
   if (typeof input === "object" && input !== null && !Array.isArray(input)) {
     const unknown = Object.keys(input).find((key) => !faultConfigKeys.includes(key))
     if (unknown !== undefined) {
-      const like = faultConfigKeys.find((key) => key.toLowerCase() === unknown.toLowerCase())
+      const like = resembling(unknown)
       return `unknown fault ${JSON.stringify(unknown)}${like === undefined ? "" : ` (did you mean ${JSON.stringify(like)}?)`}; ` +
         `the faults are ${faultConfigKeys.join(", ")}`
     }
@@ -124,5 +131,5 @@ const faultConfigProblem = (input: unknown, error: unknown): string => {
   return `invalid faults: ${message.replace(/\s*\n\s*/g, " ")}`
 }
 
-/** Codes a default `maxRequestBytes` answers with. */
+/** The status `maxRequestBytes` answers with unless told otherwise. */
 export const defaultLimitStatus: Code = Code.ResourceExhausted

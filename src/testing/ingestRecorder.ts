@@ -13,7 +13,7 @@
  */
 import * as fs from "node:fs"
 import type { IngestStats, ReceivedEvent, RequestRecord } from "./ingestModel.ts"
-import { receivedEventJson } from "./ingestModel.ts"
+import { decodeReceived, receivedEventJson } from "./ingestModel.ts"
 import { SeqnumLedger, seqnumValue, type SequenceSummary } from "./seqnumLedger.ts"
 
 export type RecordMode = "events" | "ids" | "seqnums" | "counts"
@@ -90,6 +90,37 @@ export const jsonLinesRecorder = (path: string): Recorder => {
       out.write(JSON.stringify(receivedEventJson(event)) + "\n")
     },
     close: () => new Promise<void>((resolve) => out.end(() => resolve()))
+  }
+}
+
+/** A bounded sample of the produced events, decoded whole only when read. */
+export interface SampleRecorder extends Recorder {
+  /** The sampled events, oldest first, every attribute decoded. */
+  readonly events: () => ReadonlyArray<ReceivedEvent>
+}
+
+/**
+ * Keeps every `every`-th produced event (the 1st, the `every + 1`-th, …), the last `keep` of them,
+ * for checking full events in a long run without keeping them all. It holds the bytes as they
+ * arrived and decodes them when read, so it does not make the server decode every event.
+ */
+export const sampleRecorder = (options: { readonly every: number; readonly keep?: number }): SampleRecorder => {
+  const every = Math.max(1, Math.floor(options.every))
+  const keep = Math.max(1, Math.floor(options.keep ?? 1_000))
+  const sample = { seen: 0, events: [] as Array<ReceivedEvent> }
+  return {
+    wholeEvents: false,
+    record: (event) => {
+      if (sample.seen++ % every !== 0) return
+      // A copy: the payload may be a view into the whole request's buffer, which would stay alive.
+      sample.events.push({ ...event, payload: event.payload.slice() })
+      if (sample.events.length > 2 * keep) sample.events = sample.events.slice(-keep)
+    },
+    clear: () => {
+      sample.seen = 0
+      sample.events = []
+    },
+    events: () => sample.events.slice(-keep).map((event) => decodeReceived(event.payload, event.receivedAt))
   }
 }
 
