@@ -76,15 +76,13 @@ export class CommitFailed extends Schema.TaggedError<CommitFailed>()("CommitFail
  * another client cannot be joined.
  */
 export class TransactionOpen extends Schema.TaggedError<TransactionOpen>()("TransactionOpen", {
-  client: Schema.Literals(["emitter", "other"])
+  client: Schema.Literals(["emitter", "other"]),
+  retryable: never
 }) {
   override get message() {
     return this.client === "emitter"
       ? "emit inside a transaction would commit on its own: use Emitter.emitInTransaction to write the event in the transaction, or emit outside it"
       : "emit inside a transaction of another SqlClient would commit on its own: build the emitter on that client (DurableEmitter.layerFromClient) and use Emitter.emitInTransaction"
-  }
-  get retryable() {
-    return false
   }
 }
 
@@ -93,13 +91,11 @@ export class TransactionOpen extends Schema.TaggedError<TransactionOpen>()("Tran
  * emitter not built with `DurableEmitter.layerFromClient`). Nothing was written.
  */
 export class NoTransaction extends Schema.TaggedError<NoTransaction>()("NoTransaction", {
-  reason: Schema.String
+  reason: Schema.String,
+  retryable: never
 }) {
   override get message() {
     return `no transaction to write in: ${this.reason}`
-  }
-  get retryable() {
-    return false
   }
 }
 

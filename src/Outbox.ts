@@ -20,8 +20,10 @@ import { type EmitterOptions } from "./Config.ts"
 import { type InvalidConfig, StoreError, TransactionWriteFailed } from "./Errors.ts"
 import { Handoff } from "./Handoff.ts"
 import * as Metrics from "./Metrics.ts"
-import { type NewEvent, type StoredEvent } from "./Store.ts"
+import type { NewEvent } from "./Store.ts"
+import { toStoreError } from "./store/driverFault.ts"
 import { outboxNames, outboxStatements } from "./store/pgOutbox.ts"
+import type { Statement } from "./store/pgStatement.ts"
 import { tables } from "./store/pgSchema.ts"
 
 export type OutboxOptions = Pick<
@@ -64,19 +66,6 @@ export const openTransactionIn = (
   return "none"
 }
 
-const promotedRow = (row: ReadonlyArray<unknown>): StoredEvent => ({
-  rowId: row[0] as bigint,
-  source: row[1] as string,
-  type: row[2] as string,
-  seq: row[3] as bigint,
-  eventId: row[4] as string,
-  // The driver's bytea is a view into the received message; a promoted row outlives it.
-  payload: (row[5] as Uint8Array).slice(),
-  createdAt: Number(row[6]),
-  leaseUntil: Number(row[7]),
-  attempts: Number(row[8])
-})
-
 /** How often the promoter vacuums the pending table while it churns (autovacuum may be off). */
 const vacuumEvery = Duration.seconds(10)
 
@@ -86,8 +75,17 @@ const make = Effect.fnUntraced(function*(options: OutboxOptions) {
   const t = yield* tables(options.tablePrefix)
   const names = outboxNames(t)
   const text = outboxStatements(t)
-  const storeError = (operation: string) => (error: SqlError) =>
-    new StoreError({ operation, reason: error.message, retryable: error.isRetryable })
+  const run = <In, Out>(statement: Statement<In, Out>, input: In) =>
+    sql.unsafe(statement.text, statement.bind(input)).values.pipe(Effect.map((rows) => rows.map(statement.decode)))
+  /** Bounded like every Store call: a hung promotion fails (and is tried again) instead of hanging. */
+  const bounded = (operation: string) => <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, StoreError> =>
+    effect.pipe(
+      Effect.mapError(toStoreError(operation)),
+      Effect.timeoutOrElse({
+        duration: options.commitTimeoutMs,
+        orElse: () => Effect.fail(new StoreError({ operation, reason: `no answer within ${options.commitTimeoutMs} ms`, retryable: true }))
+      })
+    )
 
   // One wake-up is enough however many commits asked for it.
   const wake = yield* Queue.dropping<true>(1)
@@ -95,20 +93,9 @@ const make = Effect.fnUntraced(function*(options: OutboxOptions) {
   const onCommit = sql.afterCommit(Effect.asVoid(wakeUp))
 
   const write = (events: ReadonlyArray<NewEvent>, now: number): Effect.Effect<void, TransactionWriteFailed> =>
-    sql.unsafe(text.insertPending, [
-      events.map((e) => e.eventId),
-      events.map((e) => e.source),
-      events.map((e) => e.type),
-      events.map((e) => e.payload),
-      now
-    ]).raw.pipe(
-      Effect.timeout(options.commitTimeoutMs),
-      Effect.mapError((error) =>
-        new TransactionWriteFailed({
-          reason: Cause.isTimeoutError(error) ? `no answer within ${options.commitTimeoutMs} ms` : error.message,
-          retryable: Cause.isTimeoutError(error) || error.isRetryable
-        })
-      ),
+    run(text.insertPending, { events, now }).pipe(
+      bounded("write in transaction"),
+      Effect.mapError((error) => new TransactionWriteFailed({ reason: error.reason, retryable: error.retryable })),
       Effect.andThen(onCommit)
     )
 
@@ -120,14 +107,10 @@ const make = Effect.fnUntraced(function*(options: OutboxOptions) {
   /** One promotion: up to claimBatchSize committed events, numbered, handed to the Publisher. */
   const promoteBatch = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
-    const rows = yield* sql.withTransaction(
-      sql.unsafe(text.lock).raw.pipe(
-        Effect.andThen(sql.unsafe(text.promote, [options.claimBatchSize, now + options.firstLeaseMs]).values)
-      )
-    ).pipe(Effect.mapError(storeError("promote")), Effect.timeout(options.commitTimeoutMs), Effect.catchTag("TimeoutError", () =>
-      Effect.fail(new StoreError({ operation: "promote", reason: `no answer within ${options.commitTimeoutMs} ms`, retryable: true }))))
-    if (rows.length === 0) return 0
-    const events = rows.map(promotedRow)
+    const events = yield* sql.withTransaction(
+      run(text.lock, undefined).pipe(Effect.andThen(run(text.promote, { limit: options.claimBatchSize, leaseUntil: now + options.firstLeaseMs })))
+    ).pipe(bounded("promote"))
+    if (events.length === 0) return 0
     yield* Metrics.countByKey(Metrics.emits, events)
     yield* handoff.offer(events)
     churn.promoted += events.length
@@ -143,7 +126,7 @@ const make = Effect.fnUntraced(function*(options: OutboxOptions) {
   const vacuum = Effect.suspend(() => {
     if (churn.promoted === 0) return Effect.void
     churn.promoted = 0
-    return sql.unsafe(text.vacuumPending).raw.pipe(Effect.timeout(options.commitTimeoutMs), Effect.asVoid)
+    return sql.unsafe(text.vacuumPending).raw.pipe(bounded("vacuum"), Effect.asVoid)
   })
 
   const logFailure = (what: string) => (cause: Cause.Cause<unknown>) =>

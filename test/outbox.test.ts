@@ -24,14 +24,14 @@ const appClient = (maxConnections = 4) => PgClient.layer({ url: Redacted.make(da
 const fastOptions = (prefix: string, ingestUrl: string) => ({
   ingestUrl,
   tablePrefix: prefix,
-  requestTimeout: "500 millis",
-  firstLease: "2 seconds",
-  leaseBase: "1 second",
-  leaseMax: "2 seconds",
+  requestTimeout: "2 seconds",
+  firstLease: "5 seconds",
+  leaseBase: "3 seconds",
+  leaseMax: "5 seconds",
   retransmitInterval: "30 seconds",
   retryBaseDelay: "20 millis",
   retryMaxDelay: "100 millis",
-  retryBudget: "300 millis",
+  retryBudget: "3 seconds",
   shutdownTimeout: "2 seconds"
 }) as const
 
@@ -90,7 +90,7 @@ describe("transactional outbox (layerFromClient)", () => {
         assert.strictEqual(server.received.events[0]!.seqnum, "1")
         assert.strictEqual(yield* lastSeq(prefix), 1)
         assert.strictEqual(yield* countRows(`${prefix}_pending`), 0)
-        assert.strictEqual(yield* countRows(`${prefix}_events`), 0)
+        yield* waitUntil("acknowledged rows deleted", 5_000, Effect.map(countRows(`${prefix}_events`), (n) => n === 0))
       }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
     }))
 

@@ -10,6 +10,8 @@
  * numbers pending rows, oldest insert first: an event whose transaction committed before another
  * event was emitted always gets the lower seq.
  */
+import type { NewEvent, StoredEvent } from "../Store.ts"
+import { ms, ownBytes, statement, toNumber, ts } from "./pgStatement.ts"
 
 /** The names of pgSchema's Tables the outbox uses (structural: pgSchema imports this file). */
 interface Tables {
@@ -49,63 +51,101 @@ export const createPending = (t: Tables): ReadonlyArray<string> => {
   ]
 }
 
-const ts = (param: string) => `to_timestamp(${param}::float8 / 1000)`
-const ms = (column: string) => `(extract(epoch FROM ${column}) * 1000)::int8`
-
-/** Columns of a promoted row, in the order `promote` returns them. */
-export const promotedColumns = ["id", "source", "type", "seq", "event_id", "payload", "created_at", "next_attempt_at", "attempts"] as const
-
 export const outboxStatements = (t: Tables) => {
   const o = outboxNames(t)
   return {
     /**
-     * Inside the caller's transaction: $1 event ids, $2 sources, $3 types, $4 payloads, $5 now.
-     * The NOTIFY is queued by the same statement and delivered by PostgreSQL only if the
-     * transaction commits.
+     * Inside the caller's transaction. The NOTIFY is queued by the same statement and delivered by
+     * PostgreSQL only if the transaction commits.
      */
-    insertPending: `
-      WITH i AS (
-        INSERT INTO ${o.pending} (event_id, source, type, payload, created_at)
-        SELECT event_id, source, type, payload, ${ts("$5")}
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS u(event_id, source, type, payload)
-        RETURNING 1
-      )
-      SELECT pg_notify('${o.channel}', '') FROM (SELECT count(*) FROM i) AS n`,
+    insertPending: statement({
+      operation: "write in transaction",
+      params: ["eventIds", "sources", "types", "payloads", "now"],
+      columns: { notified: "n.notified" },
+      text: (p, columns) => `
+        WITH i AS (
+          INSERT INTO ${o.pending} (event_id, source, type, payload, created_at)
+          SELECT event_id, source, type, payload, ${ts(p.now)}
+          FROM unnest(${p.eventIds}::text[], ${p.sources}::text[], ${p.types}::text[], ${p.payloads}::bytea[])
+            AS u(event_id, source, type, payload)
+          RETURNING 1
+        )
+        SELECT ${columns} FROM (SELECT pg_notify('${o.channel}', '') IS NULL AS notified FROM (SELECT count(*) FROM i) AS c) AS n`,
+      bind: ({ events, now }: { readonly events: ReadonlyArray<NewEvent>; readonly now: number }) => ({
+        eventIds: events.map((e) => e.eventId),
+        sources: events.map((e) => e.source),
+        types: events.map((e) => e.type),
+        payloads: events.map((e) => e.payload),
+        now
+      }),
+      decode: () => undefined
+    }),
 
     /** Serializes promoters across processes until the promoting transaction ends. */
-    lock: `SELECT pg_advisory_xact_lock(hashtextextended('${o.promoteLock}', 0))`,
+    lock: statement({
+      operation: "promote",
+      params: [],
+      columns: { locked: "pg_advisory_xact_lock(hashtextextended('" + o.promoteLock + "', 0)) IS NULL" },
+      text: (_, columns) => `SELECT ${columns}`,
+      bind: (_: void) => ({}),
+      decode: () => undefined
+    }),
 
     /**
-     * $1 limit, $2 next attempt (the promoter's first lease). Moves the oldest committed pending
-     * rows into the events table, numbered per (source, type) in insert order after each key's last
-     * seq; the sequences rows are locked in (source, type) order as `append` does, so the two
-     * cannot deadlock. created_at keeps the emit time: the time to live counts from it.
+     * Moves the oldest committed pending rows into the events table, numbered per (source, type)
+     * in insert order after each key's last seq; the sequences rows are locked in (source, type)
+     * order as `append` does, so the two cannot deadlock. created_at keeps the emit time (the time
+     * to live counts from it); next_attempt_at is the promoter's first lease.
      */
-    promote: `
-      WITH moved AS (
-        DELETE FROM ${o.pending} WHERE id IN (SELECT id FROM ${o.pending} ORDER BY id LIMIT $1)
-        RETURNING id, source, type, event_id, payload, created_at
-      ),
-      ranked AS (
-        SELECT m.*,
-          row_number() OVER (PARTITION BY source, type ORDER BY id) AS rank,
-          count(*) OVER (PARTITION BY source, type) AS n
-        FROM moved m
-      ),
-      s AS (
-        INSERT INTO ${t.sequences} AS s (source, type, last)
-        SELECT DISTINCT source, type, n FROM ranked ORDER BY source, type
-        ON CONFLICT (source, type) DO UPDATE SET last = s.last + EXCLUDED.last
-        RETURNING s.source, s.type, s.last
-      )
-      INSERT INTO ${t.events} (source, type, seq, event_id, payload, created_at, next_attempt_at)
-      SELECT r.source, r.type, s.last - r.n + r.rank, r.event_id, r.payload, r.created_at, ${ts("$2")}
-      FROM ranked r JOIN s ON s.source = r.source AND s.type = r.type
-      ORDER BY r.id
-      RETURNING id, source, type, seq, event_id, payload, ${ms("created_at")}, ${ms("next_attempt_at")}, attempts`,
-
-    /** How many committed events wait for promotion (health, flush). */
-    countPending: `SELECT count(*)::int8 FROM ${o.pending}`,
+    promote: statement({
+      operation: "promote",
+      params: ["limit", "leaseUntil"],
+      columns: {
+        id: "id",
+        source: "source",
+        type: "type",
+        seq: "seq",
+        event_id: "event_id",
+        payload: "payload",
+        created_at: ms("created_at"),
+        lease_until: ms("next_attempt_at"),
+        attempts: "attempts"
+      },
+      text: (p, columns) => `
+        WITH moved AS (
+          DELETE FROM ${o.pending} WHERE id IN (SELECT id FROM ${o.pending} ORDER BY id LIMIT ${p.limit})
+          RETURNING id, source, type, event_id, payload, created_at
+        ),
+        ranked AS (
+          SELECT m.*,
+            row_number() OVER (PARTITION BY source, type ORDER BY id) AS rank,
+            count(*) OVER (PARTITION BY source, type) AS n
+          FROM moved m
+        ),
+        s AS (
+          INSERT INTO ${t.sequences} AS s (source, type, last)
+          SELECT DISTINCT source, type, n FROM ranked ORDER BY source, type
+          ON CONFLICT (source, type) DO UPDATE SET last = s.last + EXCLUDED.last
+          RETURNING s.source, s.type, s.last
+        )
+        INSERT INTO ${t.events} (source, type, seq, event_id, payload, created_at, next_attempt_at)
+        SELECT r.source, r.type, s.last - r.n + r.rank, r.event_id, r.payload, r.created_at, ${ts(p.leaseUntil)}
+        FROM ranked r JOIN s ON s.source = r.source AND s.type = r.type
+        ORDER BY r.id
+        RETURNING ${columns}`,
+      bind: (o: { readonly limit: number; readonly leaseUntil: number }) => o,
+      decode: (row, c): StoredEvent => ({
+        rowId: row[c.id] as bigint,
+        source: row[c.source] as string,
+        type: row[c.type] as string,
+        seq: row[c.seq] as bigint,
+        eventId: row[c.event_id] as string,
+        payload: ownBytes(row[c.payload]),
+        createdAt: toNumber(row[c.created_at]),
+        leaseUntil: toNumber(row[c.lease_until]),
+        attempts: toNumber(row[c.attempts])
+      })
+    }),
 
     /** The pending table churns as fast as it is written; autovacuum may be off (or absent). */
     vacuumPending: `VACUUM ${o.pending}`
