@@ -4,7 +4,7 @@
  * acknowledged rows survive a store outage.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Metric, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Logger, Metric, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as Config from "../src/Config.ts"
 import { StoreError } from "../src/Errors.ts"
@@ -56,8 +56,12 @@ const setup = (overrides: Partial<Config.EmitterOptions> = {}) =>
 const settled = (outcome: string) => Effect.map(Metric.value(Metric.withAttributes(Metrics.settled, { outcome })), (s) => s.count)
 
 describe("overflow recovers at once", () => {
-  it.effect("events the full queue refused are sent within a second of room returning, not after their lease", () =>
-    Effect.gen(function*() {
+  it.effect("events the full queue refused are sent within a second of room returning, not after their lease", () => {
+    const warnings: Array<ReadonlyArray<unknown>> = []
+    const capture = Logger.make(({ logLevel, message }) => {
+      if (logLevel === "Warn") warnings.push(message as ReadonlyArray<unknown>)
+    })
+    return Effect.gen(function*() {
       const { backlog, commit, publisher, script } = yield* setup({ publishQueueCapacity: 4, publishBatchSize: 1, publishConcurrency: 1, claimBatchSize: 4 })
       // The first request takes 10 s: until then the one sender is busy and the queue fills.
       yield* script.push(Script.delay("10 seconds"))
@@ -80,7 +84,15 @@ describe("overflow recovers at once", () => {
       assert.strictEqual(new Set(delivered).size, 12)
       yield* publisher.flush
       assert.strictEqual(yield* backlog, 0)
-    }))
+
+      // The episode's two warnings: at its start, and at its end with the whole count.
+      const episode = warnings.filter((m) => String(m[0]).startsWith("publish queue"))
+      assert.strictEqual(episode.length, 2, JSON.stringify(episode))
+      assert.include(String(episode[0]![0]), "publish queue full")
+      assert.include(String(episode[1]![0]), "room again")
+      assert.strictEqual((episode[1]![1] as { overflowed: number }).overflowed, overflowed)
+    }).pipe(Effect.provide(Logger.layer([capture])))
+  })
 
   it.effect("overflowed rows are due at once for any process: their lease is released", () =>
     Effect.gen(function*() {
