@@ -158,6 +158,7 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
     Effect.flatMap(TakeBatch.take(queue, limits, held), (batch) => {
       advance(batch.items, "sending")
       const started = Effect.as(startSender(batch.items), batch.held)
+      // An empty queue ends a full-queue episode (a no-op when there is none).
       return Queue.sizeUnsafe(queue) === 0 ? Effect.andThen(overflow.drained(), started) : started
     })
   yield* Effect.forkScoped(Effect.gen(function*() {
