@@ -113,6 +113,16 @@ export interface StoreStats {
   readonly deadLetters: number
   /** False when backlog / payloadBytes are planner estimates (large tables). */
   readonly exact: boolean
+  /**
+   * Bytes the events table takes: heap, indexes, TOAST and every partition (PostgreSQL's
+   * `pg_total_relation_size` over its partition tree); for the in-memory store, its payload bytes.
+   */
+  readonly tableBytes: number
+  /**
+   * Dead row versions in the events table that no vacuum has reclaimed yet, from PostgreSQL's
+   * statistics (which lag a moment behind; 0 where none are kept, as in memory).
+   */
+  readonly deadTuples: number
 }
 
 /** Backlog per source and type, for `inspect`. */

@@ -203,7 +203,9 @@ export const make: Effect.Effect<Store["Service"]> = Effect.sync(() => {
       oldestCreatedAt: Option.fromUndefinedOr(oldest),
       payloadBytes,
       deadLetters: deadLetters.size,
-      exact: true
+      exact: true,
+      tableBytes: payloadBytes,
+      deadTuples: 0
     }
   })
 
