@@ -1,4 +1,3 @@
-import { createServer, type AddressInfo, type Server, type Socket } from "node:net"
 import * as path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Layer, Logger, Option, Redacted } from "effect"
@@ -8,6 +7,7 @@ import { DurableEmitter, startLine } from "../src/DurableEmitter.ts"
 import { InvalidConfig, StoreError } from "../src/Errors.ts"
 import * as MemoryStore from "../src/testing/MemoryStore.ts"
 import { ScriptedTransport } from "../src/testing/ScriptedTransport.ts"
+import { silentServer } from "./support/silentServer.ts"
 import * as GrpcTransport from "../src/transport/GrpcTransport.ts"
 
 const rejects = (input: Config.EmitterOptionsInput, option: string, rule: RegExp) =>
@@ -220,19 +220,7 @@ describe("Config: hostile values (issue 13)", () => {
       assert.strictEqual((yield* Config.resolve(input)).connectTimeoutMs, 2_000)
       yield* rejects({ connectTimeout: 0 }, "connectTimeout", /positive, finite duration/)
 
-      // a server that accepts the connection and never answers
-      const sockets: Array<Socket> = []
-      const server = yield* Effect.acquireRelease(
-        Effect.callback<Server>((resume) => {
-          const server = createServer((socket) => void sockets.push(socket))
-          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
-        }),
-        (server) => Effect.sync(() => {
-          sockets.forEach((socket) => socket.destroy())
-          server.close()
-        })
-      )
-      const port = (server.address() as AddressInfo).port
+      const { port, sockets } = yield* silentServer
       const options = yield* Config.resolve({ databaseUrl: `postgres://postgres@127.0.0.1:${port}/test`, connectTimeout: "500 millis" })
       const started = Date.now()
       const error = yield* Effect.flip(Effect.scoped(Layer.build(storeLayer(options))))
