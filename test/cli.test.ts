@@ -356,6 +356,7 @@ describe("durable-emitter demo", () => {
       assert.strictEqual(run.code, 1, `${run.stdout}\n${run.stderr}`)
       assert.deepInclude(lastJson(run.stdout), { emitted: 200, delivered: 0, lost: 200, pending: 200, duplicates: null, verifiedBy: "emitter" })
       assert.match(run.stdout, /tables kept: demo_/)
+      assert.match(run.stdout, /^ {2}why {12}the last delivery attempt failed: .*ECONNREFUSED/m) // the cause, not only a count
       assert.match(run.stderr, /^error: 200 committed events were lost: neither delivered nor dead-lettered \(200 still waiting in the table, which is kept\)$/m)
       assert.isTrue(await tableExists(prefix!))
     } finally {
