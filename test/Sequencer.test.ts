@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { Clock, Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as Config from "../src/Config.ts"
 import { CommitFailed, EmitterClosed, EmitterOverloaded } from "../src/Errors.ts"
@@ -95,49 +95,122 @@ describe("Sequencer", () => {
 
   it.effect("fails every caller of a failed batch with a typed, retryable error", () =>
     Effect.gen(function*() {
-      const { control, sequencer } = yield* setup()
+      const { control, sequencer } = yield* setup({ commitTimeoutMs: 1000 })
       yield* control.appendGate.close
       control.failAppends = ControlledStore.connectionLost
       const fibers = yield* Effect.forEach([1, 2, 3], (i) => Effect.forkChild(Effect.flip(sequencer.submit([event(i)]))))
       yield* Effect.yieldNow
       yield* control.appendGate.open
+      // The connection was lost: once the database has certainly ended the statement (the commit
+      // budget, half of commitTimeout), the events are looked up, and were not committed.
+      yield* TestClock.adjust(500)
       const errors = yield* Effect.forEach(fibers, Fiber.join)
       for (const error of errors) {
         assert.instanceOf(error, CommitFailed)
         assert.isTrue((error as CommitFailed).retryable)
+        assert.strictEqual((error as CommitFailed).committed, "no")
         assert.include(error.message, "connection lost")
       }
+      assert.deepStrictEqual(control.lookups, [3])
       control.failAppends = undefined
       const ok = yield* sequencer.submit([event(4)])
       assert.strictEqual(ok[0]!.seq, 1n)
     }))
 
-  it.effect("fails callers when the commit hangs past commitTimeout", () =>
+  it.effect("gives a hung commit its budget (half of commitTimeout), then looks its events up", () =>
     Effect.gen(function*() {
       const { control, sequencer } = yield* setup({ commitTimeoutMs: 1000 })
       yield* control.appendGate.close
       const fiber = yield* Effect.forkChild(Effect.flip(sequencer.submit([event(1)])))
-      yield* TestClock.adjust(999)
+      yield* TestClock.adjust(499)
       assert.isUndefined(fiber.pollUnsafe())
       yield* TestClock.adjust(1)
       const error = yield* Fiber.join(fiber)
       assert.instanceOf(error, CommitFailed)
-      assert.strictEqual((error as CommitFailed).committed, "unknown")
+      assert.include(error.message, "timed out")
+      // The append never ran (it waited on the gate): the lookup says so.
+      assert.strictEqual((error as CommitFailed).committed, "no")
+      assert.deepStrictEqual(control.lookups, [1])
     }))
 
-  it.effect("refuses, uncommitted, what waited in the queue for commitTimeout", () =>
+  it.effect("refuses, uncommitted, what waited in the queue for its share of commitTimeout, while every committer is busy", () =>
     Effect.gen(function*() {
       const { control, sequencer } = yield* setup({ commitTimeoutMs: 1000, writeConcurrency: 1 })
       yield* control.appendGate.close
+      // The first commit hangs, then its lookups fail: the only committer is busy until 1000 ms.
+      control.failLookups = ControlledStore.connectionLost
       const first = yield* Effect.forkChild(Effect.flip(sequencer.submit([event(1)])))
       yield* Effect.yieldNow
+      yield* TestClock.adjust(100)
       const second = yield* Effect.forkChild(Effect.flip(sequencer.submit([event(2)])))
-      yield* TestClock.adjust(1000)
-      const [a, b] = [yield* Fiber.join(first), yield* Fiber.join(second)]
-      assert.strictEqual((a as CommitFailed).committed, "unknown")
+      yield* TestClock.adjust(499)
+      assert.isUndefined(second.pollUnsafe())
+      yield* TestClock.adjust(1)
+      // The only committer is still in the first commit; the watchdog refused the second emit.
+      const b = yield* Fiber.join(second)
       assert.strictEqual((b as CommitFailed).committed, "no")
+      assert.isTrue((b as CommitFailed).retryable)
       assert.include(b.message, "write queue")
+      assert.isUndefined(first.pollUnsafe())
+      yield* TestClock.adjust(399)
+      assert.isUndefined(first.pollUnsafe())
+      yield* TestClock.adjust(1)
+      // The outcome of the first stayed unknown until its deadline: it is answered then, as unknown.
+      const a = yield* Fiber.join(first)
+      assert.strictEqual((a as CommitFailed).committed, "unknown")
+      assert.isAbove(control.lookups.length, 1)
+      yield* control.appendGate.open
       assert.deepStrictEqual(control.appends, [1])
+    }))
+
+  it.effect("never keeps an emit waiting longer than commitTimeout end to end, whatever the store does", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup({ commitTimeoutMs: 1000, writeConcurrency: 2 })
+      yield* control.appendGate.close
+      control.failLookups = ControlledStore.connectionLost
+      const answeredAfter: Array<number> = []
+      const fibers: Array<Fiber.Fiber<unknown>> = []
+      for (let i = 0; i < 30; i++) {
+        const submittedAt = i * 70
+        fibers.push(yield* Effect.forkChild(sequencer.submit([event(i)]).pipe(
+          Effect.exit,
+          Effect.andThen(Clock.currentTimeMillis),
+          Effect.map((now) => void answeredAfter.push(now - submittedAt))
+        )))
+        yield* TestClock.adjust(70)
+      }
+      for (let t = 0; t < 100; t++) yield* TestClock.adjust(10)
+      yield* Effect.forEach(fibers, Fiber.join)
+      assert.strictEqual(answeredAfter.length, 30)
+      for (const waited of answeredAfter) assert.isAtMost(waited, 1000)
+    }))
+
+  it.effect("resolves an unknown outcome by looking the events up: a commit that happened gets its receipt", () =>
+    Effect.gen(function*() {
+      const { control, handed, sequencer } = yield* setup({ commitTimeoutMs: 1000 })
+      control.failAfterAppends = ControlledStore.connectionLost
+      const fiber = yield* Effect.forkChild(sequencer.submit([event(1), event(2)]))
+      yield* TestClock.adjust(499)
+      assert.isUndefined(fiber.pollUnsafe())
+      yield* TestClock.adjust(1)
+      const receipts = yield* Fiber.join(fiber)
+      assert.deepStrictEqual(receipts.map((r) => [r.eventId, r.seq]), [[event(1).eventId, 1n], [event(2).eventId, 2n]])
+      assert.deepStrictEqual(handed.flat().map((e) => e.seq), [1n, 2n])
+    }))
+
+  it.effect("retries the lookup while the database does not answer, within the caller's time", () =>
+    Effect.gen(function*() {
+      const { control, sequencer } = yield* setup({ commitTimeoutMs: 1000 })
+      control.failAfterAppends = ControlledStore.connectionLost
+      control.failLookups = ControlledStore.connectionLost
+      const fiber = yield* Effect.forkChild(sequencer.submit([event(1)]))
+      yield* TestClock.adjust(700)
+      assert.isUndefined(fiber.pollUnsafe())
+      control.failLookups = undefined
+      yield* TestClock.adjust(200)
+      const receipts = yield* Fiber.join(fiber)
+      assert.strictEqual(receipts[0]!.seq, 1n)
+      assert.isAbove(control.lookups.length, 1)
     }))
 
   it.effect("applies backpressure, then fails with EmitterOverloaded after enqueueTimeout", () =>

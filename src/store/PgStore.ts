@@ -116,6 +116,11 @@ const statements = (t: Tables) => ({
     FROM s, unnest($1::text[], $4::bytea[]) WITH ORDINALITY AS i(event_id, payload, ord)
     RETURNING id, seq`,
 
+  /** $1 event ids, $2 the append's next attempt: the index on next_attempt_at finds its rows. */
+  lookup: `
+    SELECT id, event_id, seq FROM ${t.events}
+    WHERE next_attempt_at = ${ts("$2")} AND event_id = ANY($1::text[])`,
+
   delete: `
     WITH d AS (DELETE FROM ${t.events} WHERE id = ANY($1::int8[]) RETURNING 1)
     SELECT count(*) FROM d`,
@@ -381,6 +386,13 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
     return appended as Array<Appended>
   })
 
+  const lookup = (eventIds: ReadonlyArray<string>, nextAttemptAt: number) =>
+    sql.unsafe(text.lookup, [eventIds, nextAttemptAt]).values.pipe(
+      guard("lookup"),
+      Effect.map((rows) => rows.map((row): Appended => ({ rowId: row[0] as bigint, eventId: row[1] as string, seq: row[2] as bigint }))),
+      Effect.withSpan("PgStore.lookup")
+    )
+
   const delete_ = Effect.fn("PgStore.delete")(function*(rowIds: ReadonlyArray<bigint>) {
     if (rowIds.length === 0) return 0
     const rows = yield* sql.unsafe(text.delete, [rowIds]).values.pipe(guard("delete"))
@@ -560,6 +572,7 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
 
   return Store.of({
     append,
+    lookup,
     delete: delete_,
     claim,
     reschedule,
