@@ -20,13 +20,6 @@ export const commitBudgetMs = (commitTimeoutMs: number): number => Math.max(1, M
  */
 export const serverCommitBoundMs = (commitTimeoutMs: number): number => Math.max(1, Math.floor(commitBudgetMs(commitTimeoutMs) * 0.8))
 
-/** The SQLSTATE of a store failure, when the database answered with one. */
-export const sqlStateOf = (error: StoreError): string | undefined => {
-  // `driver` is what the database driver reported (see src/store/driverFault.ts).
-  const driver = (error as { readonly driver?: { readonly sqlState?: string | undefined } | undefined }).driver
-  return driver?.sqlState
-}
-
 /**
  * SQLSTATE classes that belong to the rows rather than to the database: 22 (data exception: an
  * invalid byte sequence, a value out of range), 23 (integrity constraint violation: a CHECK, NOT
@@ -36,7 +29,7 @@ const dataClasses = new Set(["22", "23", "54"])
 
 /** Whether the database refused the batch for something one of its events holds. */
 export const refusedForItsData = (error: StoreError): boolean => {
-  const state = sqlStateOf(error)
+  const state = error.driver?.sqlState
   return !error.retryable && state !== undefined && dataClasses.has(state.slice(0, 2))
 }
 
@@ -44,10 +37,8 @@ export const refusedForItsData = (error: StoreError): boolean => {
 export const toCommitFailed = (cause: Cause.Cause<StoreError | Cause.TimeoutError>): CommitFailed => {
   const error = Cause.findErrorOption(cause)
   if (error._tag === "Some" && error.value instanceof StoreError) {
-    // A retryable store error (connection lost, timeout) may have happened after the commit.
-    const committed = (error.value as { readonly committed?: "no" | "unknown" }).committed ??
-      (error.value.retryable ? "unknown" : "no")
-    return new CommitFailed({ reason: error.value.message, retryable: error.value.retryable, committed })
+    // The store says whether the append may have taken effect (a connection lost while it ran).
+    return new CommitFailed({ reason: error.value.message, retryable: error.value.retryable, committed: error.value.committed })
   }
   if (error._tag === "Some") return new CommitFailed({ reason: "the commit timed out", retryable: true, committed: "unknown" })
   if (Cause.hasInterruptsOnly(cause)) return new CommitFailed({ reason: "the emitter stopped during the commit", retryable: true, committed: "unknown" })
