@@ -232,26 +232,6 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     { concurrency: "unbounded" }
   )
 
-  // Shutdown: refuse new events, commit what is queued, then stop. Runs before the committers are
-  // interrupted (finalizers run in reverse order of registration).
-  yield* Effect.addFinalizer(() =>
-    Effect.gen(function*() {
-      yield* Queue.end(queue)
-      const drained = yield* Fiber.joinAll(committers).pipe(Effect.timeoutOption(options.shutdownTimeoutMs))
-      if (drained._tag === "None") {
-        yield* Effect.logWarning("shutdown deadline passed with commits still queued")
-        yield* Effect.forEach(committers, Fiber.interrupt, { discard: true })
-        const stranded = yield* Queue.clear(queue).pipe(Effect.orElseSucceed(() => [] as Array<Pending>))
-        const closed = new CommitFailed({ reason: "the emitter closed before the commit", retryable: true, committed: "no" })
-        yield* Effect.forEach(stranded, (p) => Deferred.fail(p.done, closed), { discard: true })
-      }
-      if (episode !== undefined) {
-        const now = yield* Clock.currentTimeMillis
-        yield* Effect.logWarning("stopped while commits were failing", Outcome.episodeSummary(episode, now))
-      }
-    })
-  )
-
   /** Refuses, uncommitted, what waited past its share of the queue; skips what is answered already. */
   const refuseStale = (batch: ReadonlyArray<Pending>, now: number): ReadonlyArray<Pending> => {
     let fresh = 0
@@ -282,6 +262,26 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     }
   })
   yield* Effect.forkScoped(watchdog)
+
+  // Shutdown: refuse new events, commit what is queued, then stop. Runs before the committers and
+  // the watchdog are interrupted (finalizers run in reverse order of registration).
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      yield* Queue.end(queue)
+      const drained = yield* Fiber.joinAll(committers).pipe(Effect.timeoutOption(options.shutdownTimeoutMs))
+      if (drained._tag === "None") {
+        yield* Effect.logWarning("shutdown deadline passed with commits still queued")
+        yield* Effect.forEach(committers, Fiber.interrupt, { discard: true })
+        const stranded = yield* Queue.clear(queue).pipe(Effect.orElseSucceed(() => [] as Array<Pending>))
+        const closed = new CommitFailed({ reason: "the emitter closed before the commit", retryable: true, committed: "no" })
+        yield* Effect.forEach(stranded, (p) => Deferred.fail(p.done, closed), { discard: true })
+      }
+      if (episode !== undefined) {
+        const now = yield* Clock.currentTimeMillis
+        yield* Effect.logWarning("stopped while commits were failing", Outcome.episodeSummary(episode, now))
+      }
+    })
+  )
 
   /** The slow path of a submit: the queue is full (wait for room, up to enqueueTimeout) or closed. */
   const enqueue = (pending: Pending): Effect.Effect<void, EmitterOverloaded | EmitterClosed> => {
