@@ -5,6 +5,7 @@ import { createHash } from "node:crypto"
 import { EventTooLarge, InvalidEvent } from "../src/Errors.ts"
 import * as Encode from "../src/event/encode.ts"
 import * as Event from "../src/Event.ts"
+import * as Validate from "../src/event/validate.ts"
 import { CloudEventAttributeValueSchema, CloudEventSchema } from "../src/gen/io/cloudevents/v1/cloudevent_pb.js"
 import type { NewEvent } from "../src/Store.ts"
 
@@ -296,5 +297,48 @@ describe("Event.prepare refuses input the CloudEvents type system does not allow
     assert.strictEqual(a.note, "\u00a0ok")
     const leapDay = ok(Event.prepare({ source: "s", type: "t", time: "2024-02-29T00:00:00Z" }, context))
     assert.strictEqual(attrs(leapDay).time, "2024-02-29T00:00:00.000Z")
+  })
+})
+
+describe("CloudEvents String rules", () => {
+  // The reference: Unicode's own categories, by regular expression.
+  const control = /\p{Cc}/u
+  const noncharacter = /\p{Noncharacter_Code_Point}/u
+  const reference = (s: string) =>
+    !(s as string & { isWellFormed(): boolean }).isWellFormed() || control.test(s) || noncharacter.test(s)
+
+  it("agree with Unicode's categories on random strings of every kind of code unit", () => {
+    // A tiny deterministic generator (xorshift), so a failure reproduces.
+    let state = 0x9e3779b9
+    const next = () => {
+      state ^= state << 13
+      state ^= state >>> 17
+      state ^= state << 5
+      return state >>> 0
+    }
+    const units = [0x00, 0x1f, 0x20, 0x41, 0x7e, 0x7f, 0x9f, 0xa0, 0xe9, 0xfdcf, 0xfdd0, 0xfdef, 0xfdf0, 0xfffd, 0xfffe, 0xffff, 0xd800, 0xdbff, 0xdc00, 0xdfff]
+    let refused = 0
+    for (let n = 0; n < 20_000; n++) {
+      const length = next() % 6
+      let s = ""
+      for (let i = 0; i < length; i++) {
+        const pick = next() % 4
+        s += String.fromCharCode(pick === 0 ? next() % 0x10000 : pick === 1 ? 0x61 : units[next() % units.length]!)
+      }
+      const rule = Validate.stringRule(s)
+      if (rule !== undefined) refused++
+      assert.strictEqual(rule !== undefined, reference(s), JSON.stringify(s))
+    }
+    assert.isAbove(refused, 1000)
+    // Supplementary noncharacters (U+1FFFE, U+10FFFF) and a pair next to a lone surrogate.
+    for (const s of ["\ud83f\udffe", "\udbff\udfff", "\ud83d\ude00\ud800", "\ud800\ud83d\ude00", "\ud83d\ude00"]) {
+      assert.strictEqual(Validate.stringRule(s) !== undefined, reference(s), JSON.stringify(s))
+    }
+  })
+
+  it("a text body needs only to be well-formed", () => {
+    assert.isUndefined(Validate.textRule("a\u0000\n\t\ufffe\ud83d\ude00"))
+    assert.include(Validate.textRule("ab\ud800")!, "U+D800 at index 2")
+    assert.include(Validate.textRule("\ude00")!, "unpaired surrogates")
   })
 })
