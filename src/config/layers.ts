@@ -10,6 +10,7 @@ import { Effect, Layer, Option } from "effect"
 import type { InvalidConfig, StoreError, StoreLocked } from "../Errors.ts"
 import type { SqlClient } from "effect/sql"
 import type { Store } from "../Store.ts"
+import { serverCommitBoundMs } from "../sequencer/outcome.ts"
 import type { Transport } from "../Transport.ts"
 import type { EmitterOptions } from "./options.ts"
 
@@ -21,7 +22,11 @@ export interface StoreTuning {
   readonly applicationName?: string
 }
 
-/** The Store the options ask for; building it runs the migrations. */
+/**
+ * The Store the options ask for; building it runs the migrations. Its query timeout (on
+ * PostgreSQL also the server's `statement_timeout`) is shorter than the commit's share of
+ * `commitTimeout`, so a slow commit ends with the database's answer, not with an unknown outcome.
+ */
 export const storeLayer = (
   options: EmitterOptions,
   tuning: StoreTuning = {}
@@ -34,12 +39,12 @@ export const storeLayer = (
           tablePrefix: options.tablePrefix,
           maxConnections: tuning.maxConnections ?? options.maxConnections,
           connectTimeout: options.connectTimeoutMs,
-          queryTimeout: options.commitTimeoutMs,
+          queryTimeout: serverCommitBoundMs(options.commitTimeoutMs),
           applicationName: tuning.applicationName ?? options.name
         }))),
     onNone: () =>
       Layer.unwrap(Effect.map(Effect.promise(() => import("../store/PgliteStore.ts")), (PgliteStore) =>
-        PgliteStore.layer({ dataDir: options.dataDir, tablePrefix: options.tablePrefix, queryTimeout: options.commitTimeoutMs })))
+        PgliteStore.layer({ dataDir: options.dataDir, tablePrefix: options.tablePrefix, queryTimeout: serverCommitBoundMs(options.commitTimeoutMs) })))
   })
 
 /** The PostgreSQL Store on the application's SqlClient from the context (its pool; the outbox's). */
