@@ -13,8 +13,8 @@
  * ```
  */
 export * as Config from "./Config.ts"
-export { DurableEmitter } from "./DurableEmitter.ts"
-export { type EmitReceipt, Emitter } from "./Emitter.ts"
+export { DurableEmitter, type DurableEmitterError, type DurableEmitterServices } from "./DurableEmitter.ts"
+export { EmitReceipt, Emitter, type FlushResult } from "./Emitter.ts"
 export * from "./Errors.ts"
 export * as Event from "./Event.ts"
 export type { EmitInput, ExtensionValue, Json } from "./Event.ts"

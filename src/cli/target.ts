@@ -10,7 +10,7 @@ import { Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Config from "../Config.ts"
-import type { InvalidConfig, StoreError, StoreLocked } from "../Errors.ts"
+import type { InvalidConfig, PackageMissing, StoreError, StoreLocked } from "../Errors.ts"
 import type { Store } from "../Store.ts"
 import { CommandFailed } from "./errors.ts"
 
@@ -67,7 +67,7 @@ export const describeTarget = (options: Config.EmitterOptions): string =>
   })
 
 /** The Store alone (building it runs the migrations). */
-export const storeLayer = (options: Config.EmitterOptions): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig> =>
+export const storeLayer = (options: Config.EmitterOptions): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig | PackageMissing> =>
   Option.match(options.databaseUrl, {
     onSome: (url) =>
       Layer.unwrap(Effect.map(
@@ -92,7 +92,7 @@ export const storeLayer = (options: Config.EmitterOptions): Layer.Layer<Store, S
 /** A plain SQL client on the same database, for what the Store does not offer (migration report). */
 export const sqlClientLayer = (
   options: Config.EmitterOptions
-): Layer.Layer<SqlClient.SqlClient, SqlError | StoreError | StoreLocked | InvalidConfig> =>
+): Layer.Layer<SqlClient.SqlClient, SqlError | StoreError | StoreLocked | InvalidConfig | PackageMissing> =>
   Option.match(options.databaseUrl, {
     onSome: (url) =>
       Layer.unwrap(Effect.map(
