@@ -5,11 +5,13 @@
  *
  * ```ts
  * import { DurableEmitter, Emitter } from "durable-emitter"
+ * import { Effect } from "effect"
  *
  * const program = Effect.gen(function*() {
  *   const receipt = yield* Emitter.emit({ source: "billing", type: "invoice.paid", data: { id: 42 } })
+ *   yield* Effect.log(`committed as #${receipt.seq}`)
  * })
- * program.pipe(Effect.provide(DurableEmitter.layer))
+ * Effect.runPromise(program.pipe(Effect.provide(DurableEmitter.layer)))
  * ```
  */
 export * as Config from "./Config.ts"

@@ -9,6 +9,11 @@
  * `TestClock.adjust`.
  *
  * ```ts
+ * import { it } from "@effect/vitest"
+ * import { Emitter } from "durable-emitter"
+ * import { TestEmitter } from "durable-emitter/testing"
+ * import { Effect } from "effect"
+ *
  * it.effect("emits", () =>
  *   Effect.gen(function*() {
  *     yield* Emitter.emit({ source: "s", type: "t" })

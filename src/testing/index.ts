@@ -5,8 +5,10 @@
  * (in-process or as a separate process) to test against a real one.
  *
  * ```ts
+ * import { it } from "@effect/vitest"
  * import { Emitter } from "durable-emitter"
  * import { TestEmitter } from "durable-emitter/testing"
+ * import { Effect } from "effect"
  *
  * it.effect("emits", () =>
  *   Effect.gen(function*() {
