@@ -34,6 +34,16 @@ interface Ran {
   readonly stderr: string
 }
 
+/**
+ * The environment of every child: `npm test` passes its own settings on as npm_* variables (the
+ * repository as the local prefix, …), which must not steer an install in another directory.
+ */
+const childEnv = (env: Record<string, string> = {}): NodeJS.ProcessEnv => {
+  const out: NodeJS.ProcessEnv = {}
+  for (const [key, value] of Object.entries(process.env)) if (!key.toLowerCase().startsWith("npm_")) out[key] = value
+  return { ...out, ...env }
+}
+
 /** Runs a command to its end (or its timeout); never rejects, the caller asserts on the result. */
 const run = (command: string, args: ReadonlyArray<string>, options: {
   readonly cwd: string
@@ -43,7 +53,7 @@ const run = (command: string, args: ReadonlyArray<string>, options: {
   new Promise((resolve) => {
     execFile(command, args, {
       cwd: options.cwd,
-      env: { ...process.env, ...options.env },
+      env: childEnv(options.env),
       timeout: options.timeoutMs ?? 120_000,
       maxBuffer: 64 * 1024 * 1024
     }, (error, stdout, stderr) => {
