@@ -19,11 +19,13 @@
  * committed, the publisher delivers within `shutdownTimeout`, then everything stops; rows not
  * delivered stay in the table for the next start.
  */
-import { Effect, Layer, Metric, Option } from "effect"
+import type { PgClient } from "@effect/sql-pg"
+import { type Config as EffectConfig, Effect, Layer, Metric, Option } from "effect"
+import type { SqlClient } from "effect/sql"
 import * as Config from "./Config.ts"
 import { storeLayer, storeOnClientLayer, transportLayer } from "./config/layers.ts"
 import { Emitter } from "./Emitter.ts"
-import { InvalidConfig } from "./Errors.ts"
+import { InvalidConfig, type PackageMissing, type StoreError, type StoreLocked } from "./Errors.ts"
 import { Health } from "./Health.ts"
 import { Liveness } from "./Liveness.ts"
 import * as Metrics from "./Metrics.ts"
@@ -31,6 +33,18 @@ import { Outbox } from "./Outbox.ts"
 import { Publisher } from "./Publisher.ts"
 import { Retransmitter } from "./Retransmitter.ts"
 import { Sequencer } from "./Sequencer.ts"
+import type { Store } from "./Store.ts"
+import type { Transport } from "./Transport.ts"
+
+// The public layers' types are written out and name only exported services and errors: an app
+// exporting a layer composed from them (with `declaration: true`) must be able to name its type,
+// which it cannot when an inferred type mentions internal services (Sequencer, Handoff, ...).
+
+/** What the whole emitter provides: the Store too (dead letters, inspection). */
+export type DurableEmitterServices = Emitter | Health | Publisher | Store
+
+/** What building the whole emitter can fail with. */
+export type DurableEmitterError = InvalidConfig | StoreError | StoreLocked | PackageMissing
 
 const allParts: ReadonlyArray<Config.Part> = ["store", "transport", "emitter"]
 
@@ -95,21 +109,28 @@ const fromClient = (options: Config.EmitterOptions) =>
 const fromOptions = (options: Config.EmitterOptions) =>
   services(options).pipe(Layer.provideMerge(storeLayer(options)), Layer.provide(transportLayer(options)))
 
-export const DurableEmitter = {
+export const DurableEmitter: {
   /** Options from the environment: DATABASE_URL, DURABLE_EMITTER_INGEST_URL, DURABLE_EMITTER_*. */
-  layer: Layer.unwrap(Effect.flatMap(Config.fromEnv, (input) => Effect.map(Config.resolve(input), fromOptions))),
+  readonly layer: Layer.Layer<DurableEmitterServices, DurableEmitterError | EffectConfig.ConfigError>
   /** Options from code; unset options take their defaults (see Config.defaults). */
-  layerWith: (options: Config.EmitterOptionsInput = {}) => Layer.unwrap(Effect.map(Config.resolve(options), fromOptions)),
+  readonly layerWith: (options?: Config.EmitterOptionsInput) => Layer.Layer<DurableEmitterServices, DurableEmitterError>
   /**
    * On the application's own PgClient (from the context): the emitter shares its pool, runs its
    * migrations on it, and `Emitter.emitInTransaction` inside that client's `sql.withTransaction`
    * writes the events in the transaction (the transactional outbox).
    */
-  layerFromClient: (options: FromClientOptions = {}) => Layer.unwrap(Effect.map(resolveFromClient(options), fromClient)),
+  readonly layerFromClient: (
+    options?: FromClientOptions
+  ) => Layer.Layer<DurableEmitterServices, InvalidConfig | StoreError, PgClient.PgClient | SqlClient.SqlClient>
   /**
    * Everything but the Store and the Transport; fails with InvalidConfig naming the option and the
    * rule, and refuses the options of the Store and the Transport (yours to configure).
    */
-  layerNoDeps: (options: Config.ServicesOptionsInput = {}) =>
+  readonly layerNoDeps: (options?: Config.ServicesOptionsInput) => Layer.Layer<Emitter | Health | Publisher, InvalidConfig, Store | Transport>
+} = {
+  layer: Layer.unwrap(Effect.flatMap(Config.fromEnv, (input) => Effect.map(Config.resolve(input), fromOptions))),
+  layerWith: (options = {}) => Layer.unwrap(Effect.map(Config.resolve(options), fromOptions)),
+  layerFromClient: (options = {}) => Layer.unwrap(Effect.map(resolveFromClient(options), fromClient)),
+  layerNoDeps: (options = {}) =>
     Layer.unwrap(Effect.map(Config.resolve(options, ["emitter"]), (resolved) => services(resolved, ["emitter"])))
 }
