@@ -15,6 +15,8 @@ export interface StoreControl {
   readonly appendGate: Latch.Latch
   /** When set, appends fail with this error. */
   failAppends: StoreError | undefined
+  /** When set, deletes fail with this error (recorded in `deletes` all the same). */
+  failDeletes: StoreError | undefined
   readonly store: Store["Service"]
 }
 
@@ -26,6 +28,7 @@ export const make = Effect.gen(function*() {
     deletes: [],
     appendGate,
     failAppends: undefined,
+    failDeletes: undefined,
     store: {
       ...inner,
       append: (events, options) =>
@@ -37,7 +40,7 @@ export const make = Effect.gen(function*() {
         }),
       delete: (rowIds) => Effect.suspend(() => {
         control.deletes.push(rowIds)
-        return inner.delete(rowIds)
+        return control.failDeletes === undefined ? inner.delete(rowIds) : Effect.fail(control.failDeletes)
       })
     }
   }
