@@ -184,6 +184,8 @@ describe("Config: hostile values (issue 13)", () => {
       yield* rejects({ databaseUrl: "postgres://u@h:99999/db" }, "databaseUrl", /port outside 1-65535/)
       yield* rejects({ databaseUrl: "postgres://u@h:0/db" }, "databaseUrl", /port outside 1-65535/)
       yield* rejects({ databaseUrl: "mysql://u:p@h/db" }, "databaseUrl", /postgres:\/\/.*got scheme mysql/)
+      // what sql-pg would refuse later (the store's rule) is refused here, naming the option
+      yield* rejects({ databaseUrl: "postgres://u@h/db?sslmode=maybe" }, "databaseUrl", /sslmode/)
       const error = yield* Effect.flip(Config.resolve({ databaseUrl: "mysql://u:s3cr3t@h/db" }))
       assert.notInclude(error.message, "s3cr3t")
       const env = yield* Effect.flip(Effect.flatMap(fromEnv({ DATABASE_URL: "not a url" }), (input) => Config.resolve(input)))
