@@ -35,6 +35,11 @@ export interface IngestServerProcess {
   readonly sequences: (gaps?: number) => Promise<
     ReturnType<ReceivedSequences["footprint"]> & { readonly keys: ReadonlyArray<SequenceSummary> }
   >
+  /**
+   * The child's memory in bytes (`process.memoryUsage()`); with `gc`, after a full collection when
+   * the child runs with `execArgv: ["--expose-gc"]` (`collected` says whether it did).
+   */
+  readonly memory: (gc?: boolean) => Promise<NodeJS.MemoryUsage & { readonly collected: boolean }>
   /** The sampled events (with `sampleEvery`), in their JSON form. */
   readonly samples: () => Promise<ReadonlyArray<ReturnType<typeof receivedEventJson>>>
   /** Applies a fault configuration on top of the current one. */
@@ -113,6 +118,7 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     requests: () => call("GET", "/requests"),
     sequences: (gaps = 10) => call("GET", `/sequences?gaps=${gaps}`),
     samples: () => call("GET", "/samples"),
+    memory: (gc = false) => call("GET", gc ? "/memory?gc=1" : "/memory"),
     faults: (config) => call<unknown>("POST", "/faults", config).then(() => undefined),
     clearFaults: () => call<unknown>("DELETE", "/faults").then(() => undefined),
     clear: () => call<unknown>("POST", "/clear").then(() => undefined),
