@@ -21,7 +21,7 @@ export interface IngestServerProcessOptions {
   readonly faults?: FaultConfig
   /** Extra Node.js flags for the child (e.g. ["--max-old-space-size=256"]). */
   readonly execArgv?: ReadonlyArray<string>
-  /** How long to wait for the child to listen. Default 10 s. */
+  /** How long to wait for the child to listen. Default 30 s: on a busy machine a Node.js start takes seconds. */
   readonly startTimeoutMs?: number
 }
 
@@ -82,7 +82,7 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     const timer = setTimeout(() => {
       child.kill("SIGKILL")
       reject(new Error("the ingest server process did not start in time"))
-    }, options.startTimeoutMs ?? 10_000)
+    }, options.startTimeoutMs ?? 30_000)
     child.once("exit", (code) => {
       clearTimeout(timer)
       reject(new Error(`the ingest server process exited with code ${code} before listening`))
