@@ -216,6 +216,25 @@ describe("PGlite bridge", () => {
       assert.deepStrictEqual(dataRows(server.messages), ["1", "2", "3", "4"])
     }).pipe(Effect.scoped), 60_000)
 
+  it.live("lets the event loop in between batches: a burst of queued queries does not starve I/O and timers", () =>
+    Effect.gen(function*() {
+      const bridge = makeBridge(yield* pglite)
+      const socket = bridge.connect()
+      const server = backend(socket)
+      socket.write(startupPacket())
+      yield* server.readyForQuery(1)
+      const answered = () => server.messages.filter((m) => m.type === "Z").length - 1
+      // A callback of the event loop's next turn, queued before a burst of 20 separate writes (20
+      // batches, as a driver with statements always queued sends them): it must not wait for all.
+      let answeredWhenTheLoopRan = -1
+      setImmediate(() => (answeredWhenTheLoopRan = answered()))
+      for (let i = 0; i < 20; i++) socket.write(query(`SELECT ${i}`))
+      yield* server.readyForQuery(21)
+      assert.strictEqual(answered(), 20)
+      assert.isAtLeast(answeredWhenTheLoopRan, 0)
+      assert.isBelow(answeredWhenTheLoopRan, 2, "the event loop ran while batches were still queued")
+    }).pipe(Effect.scoped), 60_000)
+
   it.live("one connection at a time; the next one starts on a clean session; cancel requests are closed", () =>
     Effect.gen(function*() {
       const bridge = makeBridge(yield* pglite)
