@@ -24,6 +24,9 @@ const validate = (s: DemoSettings) =>
   ], { discard: true })
 
 const plural = (n: number, one: string, many = `${one}s`) => `${Format.integer(n)} ${n === 1 ? one : many}`
+/** The peak backlog, marked when it is the planner's estimate rather than a count. */
+const peakText = (r: { readonly peakBacklog: number; readonly peakBacklogExact: boolean }) =>
+  r.peakBacklogExact ? plural(r.peakBacklog, "row") : `~${plural(r.peakBacklog, "row")} (an estimate: the table was too large to count)`
 
 export const demoCommand = Command.make("demo", {
   events: Flag.Int("events").pipe(Flag.withDescription("events to emit"), Flag.withDefault(20_000)),
@@ -102,10 +105,10 @@ export const demoCommand = Command.make("demo", {
         : []),
       ...(r.outageMs > 0
         ? [
-          `  outage         ${Format.millis(r.outageMs)}; backlog peaked at ${plural(r.peakBacklog, "row")}` +
+          `  outage         ${Format.millis(r.outageMs)}; backlog peaked at ${peakText(r)}` +
           (caughtUpMs === undefined ? "" : `, caught up ${Format.millis(caughtUpMs)} after the ingest came back`)
         ]
-        : [`  backlog        peaked at ${plural(r.peakBacklog, "row")}`]),
+        : [`  backlog        peaked at ${peakText(r)}`]),
       ...(r.publishRetries > 0 || r.retransmitted > 0
         ? [
           `  recovery       ${plural(r.publishRetries, "request")} retried by the publisher; ${plural(r.retransmitted, "row")} re-sent by the retransmitter` +
