@@ -27,7 +27,7 @@ const freshPrefix = () => `${runId}_${prefixes++}`
 const dropTables = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
     sql.unsafe(
-      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations`
+      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_rotation`
     )
   ).pipe(Effect.orDie)
 
@@ -74,7 +74,7 @@ layer(ClientLayer, { timeout: "30 seconds", excludeTestServices: true })("PgStor
       })
       yield* PgStore.make({ tablePrefix: prefix })
       const versions = yield* sql.unsafe<{ version: number }>(`SELECT version FROM ${prefix}_migrations`)
-      assert.deepStrictEqual(versions.map((v) => v.version), [1])
+      assert.deepStrictEqual(versions.map((v) => v.version), [1, 2])
     }))
 })
 
@@ -230,11 +230,15 @@ describe("PgStore across processes", () => {
       assert.deepStrictEqual(tables.map((t) => t.tablename.slice(prefix.length + 1)), [
         "dead_letters",
         "events",
+        "events_0",
+        "events_1",
+        "events_2",
         "migrations",
+        "rotation",
         "sequences"
       ])
       const versions = yield* sql.unsafe<{ version: number }>(`SELECT version FROM ${prefix}_migrations`)
-      assert.deepStrictEqual(versions.map((v) => v.version), [1])
+      assert.deepStrictEqual(versions.map((v) => v.version), [1, 2])
     }).pipe(Effect.scoped, Effect.provide(ClientLayer)), 60_000)
 })
 

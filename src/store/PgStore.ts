@@ -25,9 +25,11 @@ import {
   type StoreStats,
   type StoredEvent
 } from "../Store.ts"
+import { currentSlot, leafTables } from "./pgPartitions.ts"
+import { forkRotation, type RotationOptions, rotationSettings } from "./pgRotation.ts"
 import { migrate, tables, type Tables } from "./pgSchema.ts"
 
-export interface PgStoreClientOptions {
+export interface PgStoreClientOptions extends RotationOptions {
   /** Prefix of every table and index name; a lower-case SQL identifier. Default `durable_emitter`. */
   readonly tablePrefix?: string | undefined
   /**
@@ -93,8 +95,8 @@ const statements = (t: Tables) => ({
     b AS (
       SELECT k.key, k.source, k.type, s.last - k.n AS base FROM k JOIN s ON s.source = k.source AND s.type = k.type
     )
-    INSERT INTO ${t.events} (source, type, seq, event_id, payload, created_at, next_attempt_at)
-    SELECT b.source, b.type, b.base + i.rank, i.event_id, i.payload, ${ts("$8")}, ${ts("$9")}
+    INSERT INTO ${t.events} (slot, source, type, seq, event_id, payload, created_at, next_attempt_at)
+    SELECT ${currentSlot(t)}, b.source, b.type, b.base + i.rank, i.event_id, i.payload, ${ts("$8")}, ${ts("$9")}
     FROM unnest($1::text[], $2::bytea[], $3::int4[], $7::int4[]) AS i(event_id, payload, key, rank)
     JOIN b ON b.key = i.key
     RETURNING id, source, type, seq`,
@@ -111,8 +113,8 @@ const statements = (t: Tables) => ({
       ON CONFLICT (source, type) DO UPDATE SET last = s.last + EXCLUDED.last
       RETURNING s.last
     )
-    INSERT INTO ${t.events} (source, type, seq, event_id, payload, created_at, next_attempt_at)
-    SELECT $2, $3, s.last - $7 + i.ord, i.event_id, i.payload, ${ts("$5")}, ${ts("$6")}
+    INSERT INTO ${t.events} (slot, source, type, seq, event_id, payload, created_at, next_attempt_at)
+    SELECT ${currentSlot(t)}, $2, $3, s.last - $7 + i.ord, i.event_id, i.payload, ${ts("$5")}, ${ts("$6")}
     FROM s, unnest($1::text[], $4::bytea[]) WITH ORDINALITY AS i(event_id, payload, ord)
     RETURNING id, seq`,
 
@@ -210,7 +212,7 @@ const statements = (t: Tables) => ({
       (SELECT coalesce(sum(bytes), 0)::float8 FROM ev_sample) AS ev_bytes,
       (SELECT avg_width::float8 FROM pg_stats
         WHERE schemaname = current_schema() AND tablename = '${t.events}' AND attname = 'payload') AS ev_width,
-      pg_table_size('${t.events}'::regclass)::float8 AS ev_size,
+      (SELECT sum(pg_table_size(relid))::float8 FROM (${leafTables(t.events)}) leaves) AS ev_size,
       (SELECT ${ms("min(created_at)")} FROM ${t.events}) AS oldest,
       (SELECT est FROM dl) AS dl_est,
       (SELECT count(*) FROM dl_sample) AS dl_count`,
@@ -222,15 +224,17 @@ const statements = (t: Tables) => ({
 
 /**
  * The planner's row estimate, scaled to the table's current size the way the planner does it
- * (reltuples / relpages * current pages); -1 when the table was never analyzed.
+ * (reltuples / relpages * current pages), summed over the partitions; -1 when a partition that
+ * holds pages was never analyzed (a truncated partition starts over as never analyzed).
  */
 const estimate = (table: string) => `
   SELECT (CASE
-    WHEN c.relpages > 0
-      THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
-    WHEN c.reltuples >= 0 THEN c.reltuples
-    ELSE -1 END)::float8 AS est
-  FROM pg_class c WHERE c.oid = '${table}'::regclass`
+    WHEN bool_or(c.reltuples < 0 AND pg_relation_size(c.oid) > 0) THEN -1
+    ELSE coalesce(sum(CASE
+      WHEN c.relpages > 0
+        THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
+      ELSE greatest(c.reltuples, 0) END), 0) END)::float8 AS est
+  FROM pg_class c WHERE c.oid IN (${leafTables(table)})`
 
 /** WHERE clause and parameters of a dead-letter filter, parameters numbered from `$1`. */
 const deadLetterWhere = (filter: DeadLetterFilter) => {
@@ -274,8 +278,10 @@ const toNumber = (value: unknown): number => typeof value === "number" ? value :
 export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & { readonly serverTimeout?: boolean }) {
   const t = yield* tables(options.tablePrefix)
   const queryTimeout = yield* durationOption("queryTimeout", options.queryTimeout, defaultQueryTimeout)
+  const rotation = yield* rotationSettings(options)
   const sql = yield* SqlClient.SqlClient
   yield* migrate(sql, t).pipe(Effect.mapError(toStoreError("migrate")))
+  yield* forkRotation(sql, t, rotation)
 
   const text = statements(t)
   // With a server-side statement_timeout, leave the server a moment to answer first: its error
@@ -474,8 +480,8 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
          DELETE FROM ${t.deadLetters} d USING picked p WHERE d.id = p.id RETURNING d.*
        ),
        inserted AS (
-         INSERT INTO ${t.events} (id, source, type, seq, event_id, payload, created_at, next_attempt_at, attempts)
-         SELECT id, source, type, seq, event_id, payload, ${at}, ${at}, 0 FROM moved
+         INSERT INTO ${t.events} (id, slot, source, type, seq, event_id, payload, created_at, next_attempt_at, attempts)
+         SELECT id, ${currentSlot(t)}, source, type, seq, event_id, payload, ${at}, ${at}, 0 FROM moved
          RETURNING 1
        )
        SELECT count(*) FROM inserted`,
@@ -505,9 +511,9 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
    */
   const densityEstimate = (table: string) =>
     sql.unsafe(
-      `SELECT count(*)::float8 / count(DISTINCT (ctid::text::point)[0])
-         * (pg_relation_size('${table}'::regclass) / current_setting('block_size')::float8)
-       FROM (SELECT ctid FROM ${table} LIMIT ${exactCountLimit + 1}) s`
+      `SELECT count(*)::float8 / count(DISTINCT (tableoid, (ctid::text::point)[0]))
+         * ((SELECT sum(pg_relation_size(relid)) FROM (${leafTables(table)}) leaves) / current_setting('block_size')::float8)
+       FROM (SELECT tableoid, ctid FROM ${table} LIMIT ${exactCountLimit + 1}) s`
     ).values.pipe(guard("stats"), Effect.map((rows) => Math.round(toNumber(rows[0]?.[0] ?? 0))))
 
   const stats = Effect.gen(function*() {
