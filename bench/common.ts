@@ -341,6 +341,8 @@ export interface BenchArgs {
   readonly quick: boolean
   /** `--concurrency 1,10,100`: the closed-loop levels of `write`. */
   readonly concurrency: ReadonlyArray<number> | undefined
+  /** `--minutes N`: how long `soak` runs (fractions allowed). */
+  readonly minutes?: number | undefined
 }
 
 export interface ScenarioResult {
