@@ -225,3 +225,33 @@ describe("rotation on PGlite", () => {
       assert.isBelow(result.maxBytes, 8 * partitionBytes, `peak ${result.maxBytes} bytes`)
     }).pipe(Effect.scoped, Effect.provide(PgliteClient)), 120_000)
 })
+
+describe("rotation next to a long-open transaction (the outbox)", () => {
+  it.live("a transaction holding rows in a partition keeps them through the rotations around it", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const prefix = yield* scopedPrefix
+      const store = yield* PgStore.make({ tablePrefix: prefix, partitionBytes: 1, rotationInterval: "20 millis" })
+      const payload = new Uint8Array(100).fill(7)
+      const inTransaction = Array.from({ length: 50 }, () => newEvent("outbox", "t", payload))
+      const before = yield* rotations(sql, prefix)
+      // The appends run in the open transaction: their partition cannot be truncated until it ends.
+      const held = yield* sql.withTransaction(Effect.gen(function*() {
+        const rows = yield* store.append(inTransaction, { now: T0, nextAttemptAt: T0 })
+        // Meanwhile the others rotate around that partition (every partition is "full" at 1 byte):
+        // twice round the ring, so its turn came up and was skipped.
+        yield* Effect.gen(function*() {
+          while ((yield* rotations(sql, prefix)) < before + 6) yield* Effect.sleep("20 millis")
+        }).pipe(Effect.timeout("30 seconds"))
+        return rows
+      }))
+      // After the commit the partition is rotated too: its rows are moved, not lost.
+      const after = yield* rotations(sql, prefix)
+      while ((yield* rotations(sql, prefix)) < after + 6) yield* Effect.sleep("20 millis")
+      const claimed = yield* store.claim({ now: T0, limit: 1000, leaseBaseMs: 1000, leaseMaxMs: 1000 })
+      assert.deepStrictEqual(
+        claimed.map((row) => [row.rowId, row.seq, row.eventId]),
+        held.map((row) => [row.rowId, row.seq, row.eventId])
+      )
+    }).pipe(Effect.scoped, Effect.provide(ClientLayer)), 60_000)
+})
