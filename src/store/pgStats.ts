@@ -6,7 +6,7 @@
  */
 import { Effect, Option } from "effect"
 import type { SourceTypeCount, StoreStats } from "../Store.ts"
-import { leafTables } from "./pgPartitions.ts"
+import { eventsDeadTuples, eventsTableBytes, leafTables } from "./pgPartitions.ts"
 import { ms, type Runner, statement, toNumber } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
@@ -27,13 +27,6 @@ const estimate = (table: string) => `
       ELSE greatest(c.reltuples, 0) END), 0) END)::float8 AS est
   FROM pg_class c WHERE c.oid IN (${leafTables(table)})`
 
-/**
- * The table and its partitions, if it has any (a partitioned parent holds nothing itself).
- * pg_partition_tree lists no rows for a table that is not partitioned, so the table is added.
- */
-const partitions = (table: string) =>
-  `(SELECT relid FROM pg_partition_tree('${table}'::regclass) UNION SELECT '${table}'::regclass) AS tree`
-
 /** `null` where SQL said NULL; numbers for everything else. */
 const nullableNumber = (value: unknown): number | null => value === null ? null : toNumber(value)
 
@@ -49,8 +42,8 @@ const statsStatement = (t: Tables) =>
         WHERE schemaname = current_schema() AND tablename = '${t.events}' AND attname = 'payload')`,
       ev_size: `(SELECT sum(pg_table_size(relid))::float8 FROM (${leafTables(t.events)}) leaves)`,
       oldest: `(SELECT ${ms("min(created_at)")} FROM ${t.events})`,
-      ev_total: `(SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::float8 FROM ${partitions(t.events)})`,
-      ev_dead: `(SELECT coalesce(sum(pg_stat_get_dead_tuples(relid)), 0)::float8 FROM ${partitions(t.events)})`,
+      ev_total: `${eventsTableBytes(t)}::float8`,
+      ev_dead: `${eventsDeadTuples(t)}::float8`,
       dl_est: "(SELECT est FROM dl)",
       dl_count: "(SELECT count(*) FROM dl_sample)"
     },
