@@ -10,6 +10,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { eventsTableBytes } from "../src/store/pgPartitions.ts"
+import { movable, rotationTargets, type RotationSettings } from "../src/store/pgRotation.ts"
 import { migrate, tables } from "../src/store/pgSchema.ts"
 import * as PgliteStore from "../src/store/PgliteStore.ts"
 import * as PgStore from "../src/store/PgStore.ts"
@@ -31,6 +32,20 @@ const tableBytes = (sql: SqlClient.SqlClient, prefix: string) =>
   Effect.flatMap(tables(prefix), (t) => sql.unsafe<{ bytes: string }>(`SELECT ${eventsTableBytes(t)}::text AS bytes`)).pipe(
     Effect.map((rows) => Number(rows[0]!.bytes))
   )
+
+describe("rotation decisions", () => {
+  const settings = { partitionBytes: 1000, maxMoveRows: 10 } as RotationSettings
+  it("rotates only once the current partition is full, to the others in ring order", () => {
+    assert.deepStrictEqual(rotationTargets({ current: 1, bytes: [5000, 999, 5000] }, 1000), [])
+    assert.deepStrictEqual(rotationTargets({ current: 1, bytes: [0, 1000, 0] }, 1000), [2, 0])
+    assert.deepStrictEqual(rotationTargets({ current: 2, bytes: [0, 0, 4000] }, 1000), [0, 1])
+  })
+  it("copies a partition's live rows only while they are few and small next to a partition", () => {
+    assert.isTrue(movable({ rows: 10, bytes: 250 }, settings))
+    assert.isFalse(movable({ rows: 11, bytes: 100 }, settings))
+    assert.isFalse(movable({ rows: 1, bytes: 251 }, settings))
+  })
+})
 
 describe("the migration to the partitioned events table", () => {
   it.live("keeps every row of a migration-1 table with its id, seq and payload, deliverable", () =>
