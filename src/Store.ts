@@ -143,6 +143,13 @@ export class Store extends Context.Service<Store, {
     events: ReadonlyArray<NewEvent>,
     options: { readonly now: number; readonly nextAttemptAt: number }
   ) => Effect.Effect<ReadonlyArray<Appended>, StoreError>
+  /**
+   * The rows an `append` with first lease `nextAttemptAt` wrote for these events: for an append
+   * whose outcome is unknown (the connection was lost after the statement was sent). Until the
+   * lease passes nobody claims or deletes those rows, so once that append has ended (the database
+   * bounds it) an event not found was not committed. Answers in no particular order.
+   */
+  readonly lookup: (eventIds: ReadonlyArray<string>, nextAttemptAt: number) => Effect.Effect<ReadonlyArray<Appended>, StoreError>
   /** Deletes delivered rows; unknown ids are ignored. Returns how many rows were deleted. */
   readonly delete: (rowIds: ReadonlyArray<bigint>) => Effect.Effect<number, StoreError>
   /** Claims due rows (next_attempt_at <= now) with FOR UPDATE SKIP LOCKED, oldest first, and leases them. */

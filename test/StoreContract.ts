@@ -152,6 +152,30 @@ export const storeContract = <R>(it: Vitest.MethodsNonLive<R>, makeStore: Layer.
       }), 30_000)
   })
 
+  describe("lookup", () => {
+    test("finds the rows one append wrote, by event id and that append's first lease", (store) =>
+      Effect.gen(function*() {
+        const batch = [newEvent("a", "x"), newEvent("b", "y"), newEvent("a", "x")]
+        const appended = yield* store.append(batch, { now: T0, nextAttemptAt: T0 + 60_000 })
+        yield* store.append([newEvent("a", "x")], { now: T0, nextAttemptAt: T0 + 60_001 })
+        const found = yield* store.lookup([...batch.map((e) => e.eventId), crypto.randomUUID()], T0 + 60_000)
+        const byId = (rows: ReadonlyArray<{ readonly eventId: string }>) => [...rows].sort((a, b) => a.eventId.localeCompare(b.eventId))
+        assert.deepStrictEqual(byId(found), byId(appended))
+        // Another lease is another append; ids that were never written are not found.
+        assert.deepStrictEqual(yield* store.lookup(batch.map((e) => e.eventId), T0 + 60_001), [])
+        assert.deepStrictEqual(yield* store.lookup([crypto.randomUUID()], T0 + 60_000), [])
+        assert.deepStrictEqual(yield* store.lookup([], T0 + 60_000), [])
+      }))
+
+    test("does not find rows that were deleted", (store) =>
+      Effect.gen(function*() {
+        const event = newEvent("a", "x")
+        const [row] = yield* store.append([event], { now: T0, nextAttemptAt: T0 + 60_000 })
+        yield* store.delete([row!.rowId])
+        assert.deepStrictEqual(yield* store.lookup([event.eventId], T0 + 60_000), [])
+      }))
+  })
+
   describe("claim", () => {
     const lease = { leaseBaseMs: 1000, leaseMaxMs: 8000 }
 

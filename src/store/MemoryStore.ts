@@ -100,6 +100,16 @@ export const make: Effect.Effect<Store["Service"]> = Effect.sync(() => {
       })
     ).pipe(Effect.withSpan("MemoryStore.append"))
 
+  const lookup = (eventIds: ReadonlyArray<string>, nextAttemptAt: number) =>
+    Effect.sync(() => {
+      const wanted = new Set(eventIds)
+      const found: Array<Appended> = []
+      for (const row of rows.values()) {
+        if (row.nextAttemptAt === nextAttemptAt && wanted.has(row.eventId)) found.push({ rowId: row.rowId, eventId: row.eventId, seq: row.seq })
+      }
+      return found
+    })
+
   const delete_ = (rowIds: ReadonlyArray<bigint>) =>
     Effect.sync(() => {
       let deleted = 0
@@ -226,6 +236,7 @@ export const make: Effect.Effect<Store["Service"]> = Effect.sync(() => {
 
   return Store.of({
     append,
+    lookup,
     delete: delete_,
     claim,
     reschedule,

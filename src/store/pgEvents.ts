@@ -4,12 +4,24 @@
  * (`FOR UPDATE SKIP LOCKED`).
  */
 import { Effect } from "effect"
-import type { ClaimOptions, ExpiredCount, ExpireOptions, StoredEvent } from "../Store.ts"
+import type { Appended, ClaimOptions, ExpiredCount, ExpireOptions, StoredEvent } from "../Store.ts"
 import { deadLetterColumns } from "./pgDeadLetters.ts"
 import { decodeEvent, eventColumns, ms, type Runner, statement, toNumber, ts } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
 const statements = (t: Tables) => ({
+  /** The index on next_attempt_at finds the rows of one append by its first lease. */
+  lookup: statement({
+    operation: "lookup",
+    params: ["ids", "nextAttemptAt"],
+    columns: { id: "id", event_id: "event_id", seq: "seq" },
+    text: (p, columns) => `
+      SELECT ${columns} FROM ${t.events}
+      WHERE next_attempt_at = ${ts(p.nextAttemptAt)} AND event_id = ANY(${p.ids}::text[])`,
+    bind: (input: { readonly ids: ReadonlyArray<string>; readonly nextAttemptAt: number }) => input,
+    decode: (row, c): Appended => ({ rowId: row[c.id] as bigint, eventId: row[c.event_id] as string, seq: row[c.seq] as bigint })
+  }),
+
   delete: statement({
     operation: "delete",
     params: ["ids"],
@@ -125,6 +137,10 @@ function decodeExpired(row: ReadonlyArray<unknown>, c: { readonly [K in keyof ty
 export const makeEventOperations = (runner: Runner, t: Tables) => {
   const s = statements(t)
   return {
+    lookup: Effect.fn("PgStore.lookup")(function*(eventIds: ReadonlyArray<string>, nextAttemptAt: number) {
+      if (eventIds.length === 0) return []
+      return yield* runner.run(s.lookup, { ids: eventIds, nextAttemptAt })
+    }),
     delete: Effect.fn("PgStore.delete")(function*(rowIds: ReadonlyArray<bigint>) {
       if (rowIds.length === 0) return 0
       const [deleted] = yield* runner.run(s.delete, rowIds)
