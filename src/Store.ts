@@ -27,8 +27,9 @@ export interface Appended {
   readonly seq: bigint
 }
 
-/** A row of the events table. */
-export interface StoredEvent {
+/** What every stored copy of an event holds, in the events table or the dead letters. */
+export interface EventRecord {
+  /** Row identity in the events table (a dead letter keeps it). */
   readonly rowId: bigint
   readonly eventId: string
   readonly source: string
@@ -36,6 +37,10 @@ export interface StoredEvent {
   readonly seq: bigint
   readonly payload: Uint8Array
   readonly createdAt: number
+}
+
+/** A row of the events table. */
+export interface StoredEvent extends EventRecord {
   /** Claims so far (the fast path does not count). */
   readonly attempts: number
   /**
@@ -49,14 +54,7 @@ export interface StoredEvent {
 }
 
 /** A row moved to the dead-letter table. */
-export interface DeadLetter {
-  readonly rowId: bigint
-  readonly eventId: string
-  readonly source: string
-  readonly type: string
-  readonly seq: bigint
-  readonly payload: Uint8Array
-  readonly createdAt: number
+export interface DeadLetter extends EventRecord {
   readonly deadLetteredAt: number
   readonly attempts: number
   /** Why: a PublishErrorCode name, a gRPC status name, "expired", "UNDECODABLE", … */
@@ -115,6 +113,16 @@ export interface StoreStats {
   readonly deadLetters: number
   /** False when backlog / payloadBytes are planner estimates (large tables). */
   readonly exact: boolean
+  /**
+   * Bytes the events table takes: heap, indexes, TOAST and every partition (PostgreSQL's
+   * `pg_total_relation_size` over its partition tree); for the in-memory store, its payload bytes.
+   */
+  readonly tableBytes: number
+  /**
+   * Dead row versions in the events table that no vacuum has reclaimed yet, from PostgreSQL's
+   * statistics (which lag a moment behind; 0 where none are kept, as in memory).
+   */
+  readonly deadTuples: number
 }
 
 /** Backlog per source and type, for `inspect`. */

@@ -11,7 +11,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Config from "../Config.ts"
 import { storeLayer as optionsStoreLayer } from "../config/layers.ts"
-import { InvalidConfig, type StoreError, type StoreLocked } from "../Errors.ts"
+import { InvalidConfig, type PackageMissing, type StoreError, type StoreLocked } from "../Errors.ts"
 import type { Store } from "../Store.ts"
 import { CommandFailed } from "./errors.ts"
 
@@ -39,24 +39,39 @@ export interface StoreFlags {
 /** The flag that sets each store option: an error in a flag's value names the flag, not the option. */
 const flagOf = { databaseUrl: "--database-url", dataDir: "--data-dir", tablePrefix: "--table-prefix" } as const
 
-/** The environment's options with the flags on top, resolved and validated. */
-export const resolveOptions = (flags: StoreFlags, overrides: Config.EmitterOptionsInput = {}) =>
+/** The store options the flags set. */
+const fromFlags = (flags: StoreFlags): Config.EmitterOptionsInput => ({
+  ...Option.match(flags.databaseUrl, { onNone: () => ({}), onSome: (databaseUrl) => ({ databaseUrl }) }),
+  ...Option.match(flags.dataDir, { onNone: () => ({}), onSome: (dataDir) => ({ dataDir }) }),
+  ...Option.match(flags.tablePrefix, { onNone: () => ({}), onSome: (tablePrefix) => ({ tablePrefix }) })
+})
+
+/**
+ * The options of a command: `base` (a command's own tuning), the environment over it, the flags
+ * over that, `overrides` last. Answers the input (to build an emitter with) and its resolution.
+ */
+export const resolveInput = (
+  flags: StoreFlags,
+  overrides: Config.EmitterOptionsInput = {},
+  base: Config.EmitterOptionsInput = {}
+) =>
   Effect.gen(function*() {
-    const fromEnv = yield* Config.fromEnv
-    const fromFlags: Config.EmitterOptionsInput = {
-      ...Option.match(flags.databaseUrl, { onNone: () => ({}), onSome: (databaseUrl) => ({ databaseUrl }) }),
-      ...Option.match(flags.dataDir, { onNone: () => ({}), onSome: (dataDir) => ({ dataDir }) }),
-      ...Option.match(flags.tablePrefix, { onNone: () => ({}), onSome: (tablePrefix) => ({ tablePrefix }) })
-    }
-    return yield* Config.resolve({ ...fromEnv, ...fromFlags, ...overrides }).pipe(
+    const set = fromFlags(flags)
+    const input: Config.EmitterOptionsInput = { ...base, ...(yield* Config.fromEnv), ...set, ...overrides }
+    const options = yield* Config.resolve(input).pipe(
       Effect.mapError((error) => {
         const flag = flagOf[error.option as keyof typeof flagOf]
-        return flag !== undefined && error.option in fromFlags && !(error.option in overrides)
+        return flag !== undefined && error.option in set && !(error.option in overrides)
           ? new InvalidConfig({ option: flag, rule: error.rule })
           : error
       })
     )
+    return { input, options }
   })
+
+/** The environment's options with the flags on top, resolved and validated. */
+export const resolveOptions = (flags: StoreFlags, overrides: Config.EmitterOptionsInput = {}) =>
+  Effect.map(resolveInput(flags, overrides), ({ options }) => options)
 
 /** A PostgreSQL URL with its password hidden. */
 export const redactUrl = (url: string): string => {
@@ -77,13 +92,13 @@ export const describeTarget = (options: Config.EmitterOptions): string =>
   })
 
 /** The Store alone (building it runs the migrations), on a small pool of its own. */
-export const storeLayer = (options: Config.EmitterOptions): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig> =>
+export const storeLayer = (options: Config.EmitterOptions): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig | PackageMissing> =>
   optionsStoreLayer(options, { maxConnections: 2, applicationName: `${options.name}-cli` })
 
 /** A plain SQL client on the same database, for what the Store does not offer (migration report). */
 export const sqlClientLayer = (
   options: Config.EmitterOptions
-): Layer.Layer<SqlClient.SqlClient, SqlError | StoreError | StoreLocked | InvalidConfig> =>
+): Layer.Layer<SqlClient.SqlClient, SqlError | StoreError | StoreLocked | InvalidConfig | PackageMissing> =>
   Option.match(options.databaseUrl, {
     onSome: (url) =>
       Layer.unwrap(Effect.map(

@@ -10,6 +10,7 @@ import type {
   DeadLetter,
   DeadLetterEntry,
   DeadLetterFilter,
+  EventRecord,
   ExpireOptions,
   ExpiredCount,
   NewEvent,
@@ -19,14 +20,7 @@ import type {
 } from "../Store.ts"
 import { Store } from "../Store.ts"
 
-interface Row {
-  readonly rowId: bigint
-  readonly eventId: string
-  readonly source: string
-  readonly type: string
-  readonly seq: bigint
-  readonly payload: Uint8Array
-  readonly createdAt: number
+interface Row extends EventRecord {
   nextAttemptAt: number
   attempts: number
   lastError: string | null
@@ -219,7 +213,9 @@ export const make: Effect.Effect<Store["Service"]> = Effect.sync(() => {
       oldestCreatedAt: Option.fromUndefinedOr(oldest),
       payloadBytes,
       deadLetters: deadLetters.size,
-      exact: true
+      exact: true,
+      tableBytes: payloadBytes,
+      deadTuples: 0
     }
   })
 

@@ -6,7 +6,7 @@
 import { Effect } from "effect"
 import type { Appended, ClaimOptions, ExpiredCount, ExpireOptions, StoredEvent } from "../Store.ts"
 import { deadLetterColumns } from "./pgDeadLetters.ts"
-import { ms, ownBytes, type Runner, statement, toNumber, ts } from "./pgStatement.ts"
+import { decodeEvent, eventColumns, ms, type Runner, statement, toNumber, ts } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
 const statements = (t: Tables) => ({
@@ -38,13 +38,7 @@ const statements = (t: Tables) => ({
     operation: "claim",
     params: ["now", "limit", "leaseBaseMs", "leaseMaxMs"],
     columns: {
-      id: "id",
-      event_id: "event_id",
-      source: "source",
-      type: "type",
-      seq: "seq",
-      payload: "payload",
-      created_at: ms("created_at"),
+      ...eventColumns,
       attempts: "attempts",
       lease_until: ms("next_attempt_at")
     },
@@ -73,13 +67,7 @@ const statements = (t: Tables) => ({
       leaseMaxMs: o.leaseMaxMs
     }),
     decode: (row, c): StoredEvent => ({
-      rowId: row[c.id] as bigint,
-      eventId: row[c.event_id] as string,
-      source: row[c.source] as string,
-      type: row[c.type] as string,
-      seq: row[c.seq] as bigint,
-      payload: ownBytes(row[c.payload]),
-      createdAt: toNumber(row[c.created_at]),
+      ...decodeEvent(row, c),
       attempts: toNumber(row[c.attempts]),
       leaseUntil: toNumber(row[c.lease_until])
     })

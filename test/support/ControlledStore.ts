@@ -15,6 +15,8 @@ export interface StoreControl {
   readonly appendGate: Latch.Latch
   /** When set, appends fail with this error. */
   failAppends: StoreError | undefined
+  /** When set, deletes fail with this error (recorded in `deletes` all the same). */
+  failDeletes: StoreError | undefined
   /** When set, appends commit and then fail with this error, as when the connection drops after COMMIT. */
   failAfterAppends: StoreError | undefined
   /** When set, an append holding an event it accepts fails with the error it answers (a refusal of the data). */
@@ -34,6 +36,7 @@ export const make = Effect.gen(function*() {
     deletes: [],
     appendGate,
     failAppends: undefined,
+    failDeletes: undefined,
     failAfterAppends: undefined,
     refuse: undefined,
     failLookups: undefined,
@@ -61,7 +64,7 @@ export const make = Effect.gen(function*() {
       }),
       delete: (rowIds) => Effect.suspend(() => {
         control.deletes.push(rowIds)
-        return inner.delete(rowIds)
+        return control.failDeletes === undefined ? inner.delete(rowIds) : Effect.fail(control.failDeletes)
       })
     }
   }
