@@ -65,6 +65,22 @@ const setup = (prefix: string, overrides: Partial<SequencerOptions>) =>
     return { sequencer, gate, appends, handed, store }
   })
 
+/** Holds the events table in another session's transaction until the answered effect runs. */
+const lockEvents = (prefix: string) =>
+  Effect.gen(function*() {
+    const locked = yield* Latch.make(false)
+    const release = yield* Latch.make(false)
+    const holder = yield* Effect.forkChild(admin((sql) =>
+      sql.withTransaction(Effect.gen(function*() {
+        yield* sql.unsafe(`LOCK TABLE ${prefix}_events IN ACCESS EXCLUSIVE MODE`)
+        yield* locked.open
+        yield* release.await
+      }))
+    ))
+    yield* locked.await
+    return Effect.andThen(release.open, Fiber.join(holder))
+  })
+
 describe("Sequencer on PostgreSQL", () => {
   it.live("a poisoned emit among 2 000 good ones in one batch fails alone; all good ones commit", () =>
     Effect.gen(function*() {
@@ -109,21 +125,11 @@ describe("Sequencer on PostgreSQL", () => {
       const commitTimeoutMs = 2000
       const { sequencer, store } = yield* setup(prefix, { commitTimeoutMs })
       // Another session holds the events table: the append waits on the lock.
-      const locked = yield* Latch.make(false)
-      const release = yield* Latch.make(false)
-      const holder = yield* Effect.forkChild(admin((sql) =>
-        sql.withTransaction(Effect.gen(function*() {
-          yield* sql.unsafe(`LOCK TABLE ${prefix}_events IN ACCESS EXCLUSIVE MODE`)
-          yield* locked.open
-          yield* release.await
-        }))
-      ))
-      yield* locked.await
+      const unlock = yield* lockEvents(prefix)
       const started = Date.now()
       const error = yield* Effect.flip(sequencer.submit([prepared("s", 1)]))
       const waited = Date.now() - started
-      yield* release.open
-      yield* Fiber.join(holder)
+      yield* unlock
       assert.instanceOf(error, CommitFailed)
       assert.strictEqual((error as CommitFailed).committed, "no")
       assert.isTrue((error as CommitFailed).retryable)
@@ -140,16 +146,7 @@ describe("Sequencer on PostgreSQL", () => {
       const prefix = yield* scopedPrefix
       const commitTimeoutMs = 4000
       const { sequencer, store } = yield* setup(prefix, { commitTimeoutMs })
-      const locked = yield* Latch.make(false)
-      const release = yield* Latch.make(false)
-      const holder = yield* Effect.forkChild(admin((sql) =>
-        sql.withTransaction(Effect.gen(function*() {
-          yield* sql.unsafe(`LOCK TABLE ${prefix}_events IN ACCESS EXCLUSIVE MODE`)
-          yield* locked.open
-          yield* release.await
-        }))
-      ))
-      yield* locked.await
+      const unlock = yield* lockEvents(prefix)
       const started = Date.now()
       const emit = yield* Effect.forkChild(Effect.flip(sequencer.submit([prepared("s", 1)])))
       // The store's backend, waiting on the lock with its INSERT: terminated, as by an operator.
@@ -162,8 +159,7 @@ describe("Sequencer on PostgreSQL", () => {
         ))
         killed = rows[0]!.n
       }
-      yield* release.open
-      yield* Fiber.join(holder)
+      yield* unlock
       const error = yield* Fiber.join(emit)
       const waited = Date.now() - started
       assert.instanceOf(error, CommitFailed)
