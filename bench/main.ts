@@ -1,5 +1,5 @@
 /**
- * The benchmark: `npm run bench -- [write|e2e|drain|costs] [options]` (`--help` lists them). No
+ * The benchmark: `npm run bench -- [write|e2e|drain|outbox|costs] [options]` (`--help` lists them). No
  * scenario runs write, e2e and drain. Each prints a readable report; with `--json` the LAST line
  * of the output is one JSON object (the scenario's, or `{ scenario: "all", write, e2e, drain }`).
  * Every scenario measures a raw-PostgreSQL baseline in the same run, uses its own tables (dropped
@@ -16,22 +16,25 @@ import { awaitIdleMachine, backgroundCpu, type BenchArgs, type ScenarioResult } 
 import * as costs from "./costs.ts"
 import * as drain from "./drain.ts"
 import * as e2e from "./e2e.ts"
+import * as outbox from "./outbox.ts"
 import * as write from "./write.ts"
 
-type Scenario = "write" | "e2e" | "drain" | "costs"
+type Scenario = "write" | "e2e" | "drain" | "outbox" | "costs"
 const scenarios: Record<Scenario, (args: BenchArgs) => Effect.Effect<ScenarioResult, unknown>> = {
   write: write.run,
   e2e: e2e.run,
   drain: drain.run,
+  outbox: outbox.run,
   costs: costs.run
 }
 /** What runs without a scenario argument. */
-const defaults: ReadonlyArray<Scenario> = ["write", "e2e", "drain"]
+const defaults: ReadonlyArray<Scenario> = ["write", "e2e", "drain", "outbox"]
 
-const usage = `usage: npm run bench -- [write|e2e|drain|costs] [--json] [--quick] [--events N] [--seconds N] [--concurrency 1,10,100] [--opt key=value ...]
+const usage = `usage: npm run bench -- [write|e2e|drain|outbox|costs] [--json] [--quick] [--events N] [--seconds N] [--concurrency 1,10,100] [--opt key=value ...]
   write    emits committed per second at 1, 10, 100 emitters; emit latency at 5 000/s offered
   e2e      100 000 events from 100 emitters through PostgreSQL to a separate ingest server process
   drain    a 100 000-row backlog drained by the retransmitter
+  outbox   transactions with one business row and one emitInTransaction each, against the same transactions without it
   costs    CPU per call of the hot-path pieces (not in the default run)
   --json           print one JSON object as the last line
   --opt K=V        an emitter option for the run, e.g. --opt publishConcurrency=8 --opt writeLinger=0

@@ -5,6 +5,7 @@ import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { InvalidConfig } from "../Errors.ts"
+import { createPending } from "./pgOutbox.ts"
 
 export const defaultTablePrefix = "durable_emitter"
 
@@ -113,7 +114,9 @@ const migrations: ReadonlyArray<Migration> = [
       `CREATE INDEX IF NOT EXISTS ${t.deadLettersTimeIdx} ON ${t.deadLetters} (dead_lettered_at, id)`,
       `CREATE INDEX IF NOT EXISTS ${t.deadLettersKeyIdx} ON ${t.deadLetters} (source, type, dead_lettered_at)`
     ]
-  }
+  },
+  // The transactional outbox's pending table (src/store/pgOutbox.ts).
+  { version: 2, name: "create_pending", statements: createPending }
 ]
 
 /**
