@@ -5,6 +5,7 @@ import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { InvalidConfig } from "../Errors.ts"
+import { createPending } from "./pgOutbox.ts"
 import { toPartitioned } from "./pgPartitions.ts"
 
 export const defaultTablePrefix = "durable_emitter"
@@ -120,7 +121,9 @@ const migrations: ReadonlyArray<Migration> = [
       `CREATE INDEX IF NOT EXISTS ${t.deadLettersKeyIdx} ON ${t.deadLetters} (source, type, dead_lettered_at)`
     ]
   },
-  { version: 2, name: "partition_events", statements: toPartitioned }
+  { version: 2, name: "partition_events", statements: toPartitioned },
+  // The transactional outbox's pending table (src/store/pgOutbox.ts).
+  { version: 3, name: "create_pending", statements: createPending }
 ]
 
 /**
