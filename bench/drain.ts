@@ -7,6 +7,7 @@ import { Effect, Layer } from "effect"
 import { Emitter } from "../src/Emitter.ts"
 import { Store } from "../src/Store.ts"
 import * as baseline from "./baseline.ts"
+import { baselineJson, baselineLines, drainGrid, ratiosOf } from "./sweep.ts"
 import {
   type BenchArgs,
   cpuLine,
@@ -22,6 +23,7 @@ import {
   round,
   sampleMemory,
   type ScenarioResult,
+  sweepSeconds,
   unrelatedPct,
   disturbed,
   since,
@@ -38,7 +40,6 @@ export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("drain")
   const backlog = args.events ?? (args.quick ? 20_000 : 100_000)
   return withTables(prefix, Effect.scoped(Effect.gen(function*() {
-    const base = yield* baseline.drain(`${prefix}_baseline`, backlog)
     const server = yield* ingestServer
     const options = yield* resolveOptions({
       tablePrefix: prefix,
@@ -46,6 +47,8 @@ export const run = (args: BenchArgs) => {
       retransmit: true,
       retransmitInterval: 100
     }, args.options)
+    const base = yield* baseline.drain(`${prefix}_baseline`, backlog)
+    const sweep = yield* baseline.drainSweep(`${prefix}_sweep`, backlog, drainGrid(options), { seconds: sweepSeconds(args) })
 
     // The outage's leftovers: real encoded events, due since a second ago.
     const setupStart = performance.now()
@@ -81,16 +84,16 @@ export const run = (args: BenchArgs) => {
     const seen = recorder.snapshot()
     const { elapsed, internal, readyMs, used } = measured
     const eventsPerSecond = before / (elapsed / 1000)
-    const ratio = eventsPerSecond / base.rowsPerSecond
+    const { ratio, ratioSingleClient } = ratiosOf(eventsPerSecond, sweep, base)
     const uniqueIds = stats.uniqueIds ?? stats.events
     const duplicates = stats.duplicates ?? 0
     const lost = Math.max(0, before - uniqueIds)
     const request = summarize(seen.requestMs)
     const report = [
       `drain: ${int(before)}-row backlog (written by Store.append in ${round(setupMs / 1000, 1)} s, already due) → retransmitter → gRPC → ack → delete`,
-      `  baseline: ${int(base.rowsPerSecond)} rows/s (read 1 000 due rows with payloads, delete ${baseline.rowsPerStatement} ids per statement, one client)`,
+      ...baselineLines(sweep, base, "read with payloads and deleted"),
       `  drained in ${round(elapsed / 1000, 2)} s (emitter ready after ${round(readyMs, 0)} ms): ${int(eventsPerSecond)} events/s (target ≥ 10 000)`,
-      `  ratio: ${round(ratio, 2)} of the baseline`,
+      `  ratio: ${round(ratio, 2)} of the limit (target ≥ 0.5); ${round(ratioSingleClient, 2)} of the single-client figure`,
       `  ingest server: ${int(stats.events)} events in ${int(stats.requests)} requests, ${int(uniqueIds)} unique; duplicates ${duplicates}, lost ${lost}; rows left ${left}`,
       `  request mean ${round(internal.requestEventsMean, 1)} events (${int(internal.requests)} requests); ${latencyLine("PublishBatch request", request)}`,
       `  ${cpuLine(used)}`,
@@ -103,8 +106,7 @@ export const run = (args: BenchArgs) => {
         scenario: "drain",
         eventsPerSecond: round(eventsPerSecond, 0),
         backlog: before,
-        baselineRowsPerSecond: round(base.rowsPerSecond, 0),
-        ratio: round(ratio, 3),
+        ...baselineJson(eventsPerSecond, sweep, base),
         seconds: round(elapsed / 1000, 3),
         readyMs: round(readyMs, 0),
         duplicates,

@@ -39,7 +39,11 @@ const usage = `usage: npm run bench -- [write|e2e|drain|costs] [--json] [--quick
   --events N       events of e2e, backlog of drain, cap per write phase
   --seconds N      measuring time of each write phase (default 5)
   --concurrency L  closed-loop levels of write (default 1,10,100)
-  --wait-idle S    before each scenario, wait up to S seconds for the machine to be < 25 % busy`
+  --wait-idle S    before each scenario, wait up to S seconds for the machine to be < 25 % busy
+  --baseline-seconds N  how long each point of the raw-PostgreSQL baseline sweep runs (default 1, 0.25 with --quick)
+  --verify-all     the ingest server keeps every event whole and each is verified (default: a 1-in-16 sample)
+
+Exits 1 when a scenario fails or any event is lost, corrupted or out of sequence.`
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -50,6 +54,8 @@ const { positionals, values } = parseArgs({
     seconds: { type: "string" },
     concurrency: { type: "string" },
     "wait-idle": { type: "string" },
+    "baseline-seconds": { type: "string" },
+    "verify-all": { type: "boolean" },
     opt: { type: "string", multiple: true },
     help: { type: "boolean" }
   }
@@ -96,7 +102,9 @@ const args: BenchArgs = {
   quick: values.quick === true,
   concurrency: values.concurrency === undefined
     ? undefined
-    : values.concurrency.split(",").map((c) => number("concurrency", c.trim())!).map(Math.round)
+    : values.concurrency.split(",").map((c) => number("concurrency", c.trim())!).map(Math.round),
+  baselineSeconds: number("baseline-seconds", values["baseline-seconds"]),
+  verifyAll: values["verify-all"] === true
 }
 
 const waitIdle = number("wait-idle", values["wait-idle"])
