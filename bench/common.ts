@@ -355,6 +355,8 @@ export interface ScenarioResult {
   readonly report: ReadonlyArray<string>
   /** The scenario's JSON object. */
   readonly json: Record<string, unknown> & { readonly scenario: string }
+  /** What makes the run fail although the scenario finished (events lost, corrupted, out of sequence). */
+  readonly failures?: ReadonlyArray<string>
 }
 
 /** Elapsed milliseconds since `start` (performance.now()). */

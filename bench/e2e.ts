@@ -9,6 +9,8 @@ import * as baseline from "./baseline.ts"
 import { baselineJson, baselineLines, insertDeleteGrid, ratiosOf } from "./sweep.ts"
 import {
   type BenchArgs,
+  benchInput,
+  data,
   bounded,
   cpuLine,
   perEvent,
@@ -30,8 +32,9 @@ import {
   summarize,
   withTables
 } from "./common.ts"
-import { awaitEmptyTable, ingestServer, makeRecorder, tableRows } from "./delivery.ts"
+import { awaitEmptyTable, ingestServer, makeRecorder, tableRows, verifyDelivery } from "./delivery.ts"
 import { closedLoop } from "./load.ts"
+import { type Emitted, failures, verificationJson, verificationLines } from "./verify.ts"
 import { emitterLayer, grpcLayer, metricsWindow, recorded, resolveOptions } from "./stack.ts"
 
 const concurrency = 100
@@ -41,7 +44,7 @@ export const run = (args: BenchArgs) => {
   const events = args.events ?? (args.quick ? 20_000 : 100_000)
   const warmup = args.quick ? 3_000 : 10_000
   return withTables(prefix, Effect.scoped(Effect.gen(function*() {
-    const server = yield* ingestServer
+    const server = yield* ingestServer(args.verifyAll)
     const options = yield* resolveOptions({ tablePrefix: prefix, ingestUrl: server.url }, args.options)
     const base = yield* baseline.insertDelete(`${prefix}_baseline`, events)
     const sweep = yield* baseline.insertDeleteSweep(`${prefix}_sweep`, insertDeleteGrid(options), { seconds: sweepSeconds(args) })
@@ -66,7 +69,7 @@ export const run = (args: BenchArgs) => {
       yield* awaitEmptyTable(prefix, 10, 120_000)
       const elapsed = since(start)
       return { eventLoopDelay: loopDelay.end(), emitted, emittedMs, elapsed, internal: yield* window.end, memory: memory.stop(), cpu: cpu.end() }
-    }).pipe(Effect.provide(emitterLayer(options, recorded(grpcLayer(options), recorder.onAnswer))))
+    }).pipe(Effect.provide(emitterLayer(options, recorded(grpcLayer(options), recorder.onAnswer, recorder.onFailure))))
 
     const stats = yield* Effect.promise(() => server.stats())
     const serverPeakRssMb = peakRssOf(server.pid)
@@ -76,8 +79,12 @@ export const run = (args: BenchArgs) => {
     const eventsPerSecond = emitted.events / (elapsed / 1000)
     const { ratio, ratioSingleClient } = ratiosOf(eventsPerSecond, sweep, base)
     const uniqueIds = stats.uniqueIds ?? stats.events
-    const duplicates = stats.duplicates ?? 0
-    const lost = Math.max(0, emitted.events - uniqueIds)
+    const receipts = recorder.receipts()
+    const emittedById = new Map<string, Emitted>()
+    for (let i = 0; i < receipts.ids.length; i++) {
+      emittedById.set(receipts.ids[i]!, { source: benchInput.source, type: benchInput.type, seq: receipts.seqs[i], data })
+    }
+    const verification = yield* verifyDelivery(server, args.verifyAll, emittedById, stats.duplicates ?? 0, receipts.unacknowledged)
     const receiptToAck = summarize(seen.receiptToAckMs)
     const emitToAck = summarize(seen.emitToAckMs)
     const request = summarize(seen.requestMs)
@@ -88,7 +95,8 @@ export const run = (args: BenchArgs) => {
       ` (emits done after ${round(emittedMs / 1000, 2)} s: ${int(emitted.eventsPerSecond)} emits/s` +
       `${emitted.errors > 0 ? `; ${emitted.errors} emit errors: ${emitted.firstError}` : ""})`,
       `  ratio: ${round(ratio, 2)} of the limit (targets ≥ 0.5, ≥ 20 000 events/s); ${round(ratioSingleClient, 2)} of the single-client figure`,
-      `  ingest server: ${int(stats.events)} events in ${int(stats.requests)} requests, ${int(uniqueIds)} unique; duplicates ${duplicates}, lost ${lost}; rows left ${left}`,
+      `  ingest server: ${int(stats.events)} events in ${int(stats.requests)} requests, ${int(uniqueIds)} unique; rows left ${left}`,
+      ...verificationLines(verification),
       `  commit batch mean ${round(internal.commitBatchMean, 1)} (${int(internal.commits)} commits, mean ${round(internal.commitMeanMs, 2)} ms);` +
       ` request mean ${round(internal.requestEventsMean, 1)} events (${int(internal.requests)} requests)`,
       `  ${latencyLine("publish (receipt → ack, 1/16 of events)", receiptToAck)}`,
@@ -115,8 +123,7 @@ export const run = (args: BenchArgs) => {
         requestP99Ms: round(request.p99, 3),
         emitP50Ms: round(emitted.latency.p50, 3),
         emitP99Ms: round(emitted.latency.p99, 3),
-        duplicates,
-        lost,
+        ...verificationJson(verification),
         rowsLeft: left,
         events: emitted.events,
         emitErrors: emitted.errors,
@@ -135,7 +142,8 @@ export const run = (args: BenchArgs) => {
         peakRssMb: memory.peakRssMb,
         peakHeapUsedMb: memory.peakHeapUsedMb,
         ingestServerPeakRssMb: serverPeakRssMb
-      }
+      },
+      failures: failures(verification)
     } satisfies ScenarioResult
   }))).pipe(Effect.provide(quietLogs))
 }

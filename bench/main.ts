@@ -128,7 +128,10 @@ for (const name of chosen as Array<Scenario>) {
     const result = await Effect.runPromise(scenarios[name](args))
     for (const line of result.report) console.log(line)
     console.log(`  (${name} took ${Math.round((performance.now() - started) / 1000)} s)`)
-    results[name] = { ...result.json, backgroundCpuPct: background }
+    const failures = result.failures ?? []
+    for (const failure of failures) console.error(`${name} FAILED: ${failure}`)
+    if (failures.length > 0) failed = true
+    results[name] = { ...result.json, backgroundCpuPct: background, ...(failures.length > 0 ? { failures } : {}) }
   } catch (error) {
     failed = true
     console.error(`${name} failed:`, error)

@@ -221,3 +221,108 @@ export const repeatsOf = (kept: ReadonlyArray<{ readonly id: string }>): Readonl
   for (const [id, copies] of seen) if (copies > 1) repeats.set(id, copies - 1)
   return repeats
 }
+
+// ---- one verdict over a run ---------------------------------------------------------------------
+
+export interface VerificationInput {
+  /** Per expected id, what was emitted (receipts, or the rows written for a backlog). */
+  readonly emitted: ReadonlyMap<string, Emitted>
+  /** Distinct ids the server produced. */
+  readonly received: ReadonlyArray<string>
+  /** The server's duplicate count (copies beyond the first of an id). */
+  readonly duplicates: number
+  readonly unacknowledgedSends: ReadonlyMap<string, number>
+  /** The events the server kept whole, every copy. */
+  readonly kept: ReadonlyArray<KeptEvent>
+  /** The server kept one event in `sampleOneIn` (1: all) by `inSample`. */
+  readonly sampleOneIn: number
+  readonly inSample: (id: string) => boolean
+}
+
+export interface Verification {
+  readonly delivery: DeliveryCheck
+  /** The seqnums the emitter answered (receipts): one run per key. */
+  readonly emittedSequences: SequenceCheck
+  /** The seqnums the server received, one copy per id; only when it kept every event. */
+  readonly receivedSequences: SequenceCheck | undefined
+  readonly sample: SampleCheck
+  readonly sampleOneIn: number
+}
+
+/** The first copy of each id (a duplicate delivery is not a repeated seqnum). */
+const firstCopies = (kept: ReadonlyArray<KeptEvent>) => {
+  const seen = new Set<string>()
+  const out: Array<KeptEvent> = []
+  for (const e of kept) {
+    if (seen.has(e.id)) continue
+    seen.add(e.id)
+    out.push(e)
+  }
+  return out
+}
+
+const parsedSeq = (seqnum: string | undefined): bigint | undefined => {
+  if (seqnum === undefined || !/^\d+$/.test(seqnum)) return undefined
+  return BigInt(seqnum)
+}
+
+export const verify = (input: VerificationInput): Verification => {
+  const emittedSeqs: Array<Sequenced> = []
+  for (const e of input.emitted.values()) if (e.seq !== undefined) emittedSeqs.push({ source: e.source, type: e.type, seq: e.seq })
+  const receivedSequences = input.sampleOneIn === 1
+    ? checkSequences(firstCopies(input.kept).map((e) => ({ source: e.source, type: e.type, seq: parsedSeq(e.seqnum) ?? -1n })))
+    : undefined
+  return {
+    delivery: checkDelivery({
+      expected: input.emitted.keys(),
+      received: input.received,
+      duplicates: input.duplicates,
+      duplicatesById: repeatsOf(input.kept),
+      unacknowledgedSends: input.unacknowledgedSends
+    }),
+    emittedSequences: checkSequences(emittedSeqs),
+    receivedSequences,
+    sample: checkSample(input.kept, input.emitted, input.inSample),
+    sampleOneIn: input.sampleOneIn
+  }
+}
+
+/** Why the run must not pass: anything lost, a kept event unlike what was emitted, a sampled event not kept, a seqnum hole or repeat. */
+export const failures = (v: Verification): ReadonlyArray<string> => [
+  ...(v.delivery.lost > 0 ? [`${v.delivery.lost} events lost (e.g. ${v.delivery.lostIds.slice(0, 3).join(", ")})`] : []),
+  ...(v.sample.corrupted > 0 ? [`${v.sample.corrupted} events received unlike what was emitted: ${v.sample.problems.slice(0, 3).join("; ")}`] : []),
+  ...(v.sample.missing > 0 ? [`${v.sample.missing} sampled events not kept by the server`] : []),
+  ...[v.emittedSequences, v.receivedSequences].flatMap((s, i) =>
+    s !== undefined && s.gaps + s.repeats > 0 ? [`${i === 0 ? "receipts" : "received events"}: ${s.problems.slice(0, 3).join("; ")}`] : []
+  )
+]
+
+const plural = (n: number, what: string) => `${n.toLocaleString("en-US")} ${what}${n === 1 ? "" : "s"}`
+
+export const verificationLines = (v: Verification): ReadonlyArray<string> => {
+  const d = v.delivery
+  const seqs = (s: SequenceCheck) => s.gaps + s.repeats === 0 ? `gap-free over ${plural(s.keys, "key")}` : s.problems.join("; ")
+  return [
+    `  delivery by id: ${plural(d.expected, "id")} expected, ${plural(d.received, "distinct id")} received; lost ${d.lost}` +
+    `${d.lost > 0 ? ` (e.g. ${d.lostIds.slice(0, 3).join(", ")})` : ""}; unexpected ${d.unexpected}; duplicates ${d.duplicates}` +
+    ` (unexplained ${d.unexplainedDuplicates}${d.unexplainedIds.length > 0 ? `, e.g. ${d.unexplainedIds.slice(0, 3).join(", ")}` : ""})`,
+    `  whole events: ${v.sampleOneIn === 1 ? "all" : `one in ${v.sampleOneIn}`} kept, ${plural(v.sample.checked, "event")} compared with what was emitted` +
+    ` (${plural(v.sample.sampled, "sampled id")}): corrupted ${v.sample.corrupted}, missing ${v.sample.missing}` +
+    `${v.sample.problems.length > 0 ? ` (${v.sample.problems.slice(0, 3).join("; ")})` : ""}`,
+    `  seqnums: receipts ${seqs(v.emittedSequences)}` +
+    (v.receivedSequences === undefined ? "; received: checked against the receipts on the sample" : `; received ${seqs(v.receivedSequences)}`)
+  ]
+}
+
+export const verificationJson = (v: Verification) => ({
+  lost: v.delivery.lost,
+  duplicates: v.delivery.duplicates,
+  unexplainedDuplicates: v.delivery.unexplainedDuplicates,
+  unexpectedIds: v.delivery.unexpected,
+  verifiedEvents: v.sample.checked,
+  verifiedOneIn: v.sampleOneIn,
+  corruptedEvents: v.sample.corrupted,
+  sampleMissing: v.sample.missing,
+  seqnumGaps: v.emittedSequences.gaps + (v.receivedSequences?.gaps ?? 0),
+  seqnumRepeats: v.emittedSequences.repeats + (v.receivedSequences?.repeats ?? 0)
+})

@@ -36,6 +36,7 @@ import {
   type PublishErrorCodeName,
   toCode
 } from "./ingestFaults.ts"
+import { type EventSample, makeEventSample } from "./ingestSample.ts"
 
 export type AttributeValue = boolean | number | string | Uint8Array | Date
 
@@ -93,6 +94,8 @@ export interface IngestReceived {
   readonly stats: IngestStats
   /** Distinct produced ids (empty when `record` is "counts"). */
   readonly ids: ReadonlySet<string>
+  /** The events kept whole by `sample` (undefined without it). */
+  readonly sample: EventSample | undefined
   readonly requests: ReadonlyArray<RequestRecord>
   /**
    * Resolves once `predicate(stats)` holds, re-checked whenever a request arrives, an event is
@@ -119,6 +122,11 @@ export interface IngestServerOptions {
   readonly record?: "events" | "ids" | "counts"
   /** Appends every produced event to this file as a JSON line. */
   readonly jsonl?: string
+  /**
+   * Also keep whole one produced event in `sample` (by id, ./ingestSample.ts `inSample`), decoded
+   * from its payload whatever `record` is: 1 keeps every event, 16 one in 16.
+   */
+  readonly sample?: number
   /** Initial faults. */
   readonly faults?: FaultConfig
   /** Ping's answer. Default "pong". */
@@ -283,6 +291,7 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
     for (const check of [...statWaiters]) check()
   }
   const jsonl = options.jsonl === undefined ? undefined : fs.createWriteStream(options.jsonl, { flags: "a" })
+  const sample = options.sample === undefined ? undefined : makeEventSample(options.sample)
 
   const record = (event: ReceivedEvent) => {
     counters.events++
@@ -292,6 +301,7 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
       else ids.add(event.id)
     }
     if (recordMode === "events") events.push(event)
+    sample?.record(event)
     jsonl?.write(JSON.stringify(receivedEventJson(event)) + "\n")
   }
 
@@ -305,6 +315,7 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
     get ids() {
       return ids
     },
+    sample,
     get requests() {
       return requests
     },
@@ -329,6 +340,7 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
       events = []
       ids = new Set()
       requests = []
+      sample?.clear()
       Object.assign(counters, { requests: 0, failedRequests: 0, abandonedRequests: 0, events: 0, rejectedEvents: 0, duplicates: 0, bytes: 0 })
     }
   }

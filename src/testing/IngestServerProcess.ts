@@ -14,6 +14,8 @@ export interface IngestServerProcessOptions {
   /** Default "ids". */
   readonly record?: "events" | "ids" | "counts"
   readonly jsonl?: string
+  /** Keep one produced event in N whole (GET /sample); 1 keeps all. */
+  readonly sample?: number
   readonly faults?: FaultConfig
   /** Extra Node.js flags for the child (e.g. ["--max-old-space-size=256"]). */
   readonly execArgv?: ReadonlyArray<string>
@@ -58,6 +60,7 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     "--port",
     String(options.port ?? 0),
     ...(options.jsonl === undefined ? [] : ["--jsonl", options.jsonl]),
+    ...(options.sample === undefined ? [] : ["--sample", String(options.sample)]),
     ...(options.faults === undefined ? [] : ["--faults", JSON.stringify(options.faults)])
   ]
   const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] })

@@ -18,6 +18,7 @@ const usage = `ingest-server-main: the reference Chip Ingress server (gRPC over 
   --control-port N             JSON control port (INGEST_CONTROL_PORT, default 0 = ephemeral)
   --record events|ids|counts   what to keep in memory (INGEST_RECORD, default ids)
   --jsonl PATH                 append produced events as JSON lines (INGEST_JSONL)
+  --sample N                   also keep one produced event in N whole, chosen by id (INGEST_SAMPLE; 1 = all)
   --latency-ms N               fixed latency per request (INGEST_LATENCY_MS)
   --max-request-bytes N        reject larger requests with RESOURCE_EXHAUSTED (INGEST_MAX_REQUEST_BYTES)
   --require-authorization V    reject requests without this authorization header (INGEST_REQUIRE_AUTHORIZATION)
@@ -32,6 +33,7 @@ const { values } = parseArgs({
     "control-port": { type: "string" },
     record: { type: "string" },
     jsonl: { type: "string" },
+    sample: { type: "string" },
     "latency-ms": { type: "string" },
     "max-request-bytes": { type: "string" },
     "require-authorization": { type: "string" },
@@ -79,13 +81,15 @@ const faults: FaultConfig = {
 }
 const host = option("host", "INGEST_HOST") ?? "127.0.0.1"
 const jsonl = option("jsonl", "INGEST_JSONL")
+const sample = integer("sample", "INGEST_SAMPLE")
 
 const server = await startIngestServer({
   host,
   port: integer("port", "INGEST_PORT") ?? 0,
   record,
   faults,
-  ...(jsonl === undefined ? {} : { jsonl })
+  ...(jsonl === undefined ? {} : { jsonl }),
+  ...(sample === undefined || sample === 0 ? {} : { sample })
 })
 
 let stopping = false

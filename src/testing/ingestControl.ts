@@ -5,6 +5,8 @@
  *   GET    /stats             → IngestStats
  *   GET    /requests          → the recent RequestRecords
  *   GET    /events?limit=100  → the last recorded events (JSON form, only with record "events")
+ *   GET    /ids               → every distinct produced id (not with record "counts")
+ *   GET    /sample            → the events kept whole by the sample, duplicates included (only with a sample)
  *   GET    /faults            → the current fault state
  *   POST   /faults            ← FaultConfig (applied on top; null clears a field) → fault state
  *   DELETE /faults            → back to healthy
@@ -15,6 +17,7 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import type { FaultConfig, FaultState } from "./ingestFaults.ts"
 import { type IngestServerHandle, receivedEventJson } from "./IngestServer.ts"
+import { sampledEventJson } from "./ingestSample.ts"
 
 export interface ControlServer {
   readonly url: string
@@ -64,6 +67,10 @@ export const startControlServer = async (
           const limit = Number(url.searchParams.get("limit") ?? 100)
           return handle.received.events.slice(-limit).map(receivedEventJson)
         }
+        case "GET /ids":
+          return [...handle.received.ids]
+        case "GET /sample":
+          return handle.received.sample?.events.map(sampledEventJson)
         case "GET /faults":
           return faultSnapshot(handle.faults.state)
         case "POST /faults":
