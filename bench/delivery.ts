@@ -7,7 +7,7 @@ import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import type { EmitReceipt } from "../src/Emitter.ts"
 import { type IngestServerProcess, makeIngestServerProcess } from "../src/testing/IngestServerProcess.ts"
-import { inSample, type sampledEventJson } from "../src/testing/ingestSample.ts"
+import { inSample } from "../src/testing/ingestSample.ts"
 import { adminClient, pollUntil, Reservoir } from "./common.ts"
 import { eventIdOf, type OnAnswer, type OnFailure } from "./stack.ts"
 import { type Emitted, type KeptEvent, verify } from "./verify.ts"
@@ -19,7 +19,7 @@ export const sampleOneIn = 16
  * The ingest server as a child process, closed with the scope. Keeps every distinct id (loss and
  * duplicates by id) and, whole, the events of a sample chosen by id (`inSample`), or all of them.
  */
-export const ingestServer = (verifyAll: boolean) => makeIngestServerProcess({ record: "ids", sample: verifyAll ? 1 : sampleOneIn })
+export const ingestServer = (verifyAll: boolean) => makeIngestServerProcess({ record: "ids", sampleIds: verifyAll ? 1 : sampleOneIn })
 
 /** Rows left in the events table (exact count, from the admin connection). */
 export const tableRows = (prefix: string) =>
@@ -144,13 +144,7 @@ export const makeRecorder = () => {
 export const serverRecord = (server: IngestServerProcess) =>
   Effect.tryPromise({
     try: async () => {
-      const get = async (path: string): Promise<unknown> => {
-        const response = await fetch(server.controlUrl + path, { signal: AbortSignal.timeout(60_000) })
-        if (!response.ok) throw new Error(`GET ${path}: ${response.status} ${await response.text()}`)
-        return response.json()
-      }
-      const ids = (await get("/ids")) as ReadonlyArray<string>
-      const sample = (await get("/sample")) as ReadonlyArray<ReturnType<typeof sampledEventJson>>
+      const [ids, sample] = await Promise.all([server.ids(), server.samples()])
       const kept = sample.map((e): KeptEvent => ({
         id: e.id,
         source: e.source,

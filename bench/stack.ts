@@ -1,17 +1,16 @@
 /**
  * The emitter under test. It is `DurableEmitter.services(options)` over the PostgreSQL Store and a
- * Transport, wired exactly as `DurableEmitter.layerWith` wires them (same PgStore and GrpcTransport
- * options), except that the benchmark chooses the Transport: an instant in-process one for the
+ * Transport, built from the options by the same code as `DurableEmitter.layerWith`
+ * (src/config/layers.ts), except that the benchmark chooses the Transport: an instant in-process one for the
  * write path, or the gRPC one wrapped by a recorder that timestamps every answered request.
  */
-import { Effect, Layer, Metric, Option, Redacted } from "effect"
+import { Effect, Layer, Metric } from "effect"
 import type { EmitterOptions, EmitterOptionsInput } from "../src/Config.ts"
 import * as Config from "../src/Config.ts"
+import { storeLayer as optionsStoreLayer, transportLayer } from "../src/config/layers.ts"
 import { services } from "../src/DurableEmitter.ts"
 import * as Metrics from "../src/Metrics.ts"
 import * as MemoryStore from "../src/store/MemoryStore.ts"
-import * as PgStore from "../src/store/PgStore.ts"
-import * as GrpcTransport from "../src/transport/GrpcTransport.ts"
 import { delivered, type EventResult, Transport } from "../src/Transport.ts"
 import { databaseUrl } from "./common.ts"
 
@@ -19,25 +18,11 @@ import { databaseUrl } from "./common.ts"
 export const resolveOptions = (scenario: EmitterOptionsInput, overrides: EmitterOptionsInput) =>
   Config.resolve({ name: "durable-emitter-bench", databaseUrl, ...scenario, ...overrides })
 
-/** PostgreSQL Store with the options `DurableEmitter.layerWith` passes. */
-export const storeLayer = (o: EmitterOptions) =>
-  PgStore.layer({
-    url: Option.getOrElse(o.databaseUrl, () => Redacted.make(databaseUrl)),
-    tablePrefix: o.tablePrefix,
-    maxConnections: o.maxConnections,
-    queryTimeout: o.commitTimeoutMs,
-    applicationName: o.name
-  })
+/** The Store `DurableEmitter.layerWith` builds from these options (PostgreSQL: the run sets databaseUrl). */
+export const storeLayer = (o: EmitterOptions) => optionsStoreLayer(o)
 
-/** gRPC Transport with the options `DurableEmitter.layerWith` passes. */
-export const grpcLayer = (o: EmitterOptions) =>
-  GrpcTransport.layer({
-    url: o.ingestUrl,
-    headers: o.ingestHeaders,
-    gzip: o.gzip,
-    timeout: o.requestTimeoutMs,
-    maxRequestBytes: o.maxRequestBytes
-  })
+/** The gRPC Transport `DurableEmitter.layerWith` builds from these options. */
+export const grpcLayer = (o: EmitterOptions) => transportLayer(o)
 
 /** The whole emitter (Emitter, Publisher, Sequencer, Health, Store exposed) over `transport`. */
 export const emitterLayer = <E>(o: EmitterOptions, transport: Layer.Layer<Transport, E>) =>

@@ -5,7 +5,13 @@
  *   embedded store, the gRPC transport;
  * - `layerWith(options)`: the same with options from code;
  * - `layerNoDeps(options)`: everything but the Store and the Transport, for tests that provide
- *   their own (e.g. MemoryStore and ScriptedTransport from "durable-emitter/testing").
+ *   their own (e.g. MemoryStore and ScriptedTransport from "durable-emitter/testing"); it takes
+ *   only the options of what it builds (`ingestUrl`, `tablePrefix`, … belong to the layers you
+ *   provide, and are refused here rather than ignored).
+ *
+ * `DurableEmitter` is not a service of its own but the composition of the services (Emitter,
+ * Sequencer, Publisher, Retransmitter, Health), hence a plain object of layers. Which Store and
+ * Transport the options ask for is decided in ./config/layers.ts alone.
  *
  * Closing the layer's scope is shutdown: emits are refused (EmitterClosed), queued emits are
  * committed, the publisher delivers within `shutdownTimeout`, then everything stops; rows not
@@ -13,6 +19,7 @@
  */
 import { Effect, Layer, Metric, Option } from "effect"
 import * as Config from "./Config.ts"
+import { storeLayer, transportLayer } from "./config/layers.ts"
 import { Emitter } from "./Emitter.ts"
 import { Health } from "./Health.ts"
 import { Liveness } from "./Liveness.ts"
@@ -20,54 +27,40 @@ import * as Metrics from "./Metrics.ts"
 import { Publisher } from "./Publisher.ts"
 import { Retransmitter } from "./Retransmitter.ts"
 import { Sequencer } from "./Sequencer.ts"
-import * as PgStore from "./store/PgStore.ts"
-import * as GrpcTransport from "./transport/GrpcTransport.ts"
 
-/** Logs start and stop, and publishes the effective settings as the config-info gauge. */
-const lifecycle = (options: Config.EmitterOptions) =>
+const allParts: ReadonlyArray<Config.Part> = ["store", "transport", "emitter"]
+
+/** The start line: where the events go, and what differs from the defaults (the gauge has everything). */
+export const startLine = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.Part>): string => {
+  const store = !parts.includes("store")
+    ? "Store and Transport provided by the caller"
+    : Option.isSome(options.databaseUrl)
+    ? `PostgreSQL, tables ${options.tablePrefix}_*`
+    : `embedded store in ${options.dataDir}, tables ${options.tablePrefix}_*`
+  const ingest = parts.includes("transport") ? `; ingest ${options.ingestUrl}` : ""
+  const changed = Config.describeChanged(options, Config.defaults, parts, ["name", "store", "dataDir", "tablePrefix", "ingestUrl"])
+  return `durable emitter "${options.name}" started: ${store}${ingest}; ${changed === "" ? "every other option at its default" : changed}`
+}
+
+/** Logs start (one line) and stop, and publishes the effective settings as the config-info gauge. */
+const lifecycle = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.Part>) =>
   Layer.effectDiscard(Effect.gen(function*() {
-    const settings = Config.describe(options)
-    yield* Metric.update(Metric.withAttributes(Metrics.configInfo, settings), 1)
-    yield* Effect.logInfo("durable emitter started", settings)
+    yield* Metric.update(Metric.withAttributes(Metrics.configInfo, Config.describe(options, parts)), 1)
+    yield* Effect.logInfo(startLine(options, parts))
     yield* Effect.addFinalizer(() => Effect.logInfo("durable emitter stopped"))
   }))
 
-/** Everything but the Store and the Transport, from resolved options. */
-export const services = (options: Config.EmitterOptions) =>
+/**
+ * Everything but the Store and the Transport, from resolved options. `parts` are the parts the
+ * whole emitter is built with, for the start line and the gauge (the benchmark passes all).
+ */
+export const services = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.Part> = allParts) =>
   Emitter.layer(options).pipe(
-    Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options))),
+    Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
     Layer.provide(Liveness.layer)
   )
-
-/** The Store the options ask for: PostgreSQL with `databaseUrl`, else the embedded store. */
-const storeLayer = (options: Config.EmitterOptions) =>
-  Option.match(options.databaseUrl, {
-    onSome: (url) =>
-      PgStore.layer({
-        url,
-        tablePrefix: options.tablePrefix,
-        maxConnections: options.maxConnections,
-        queryTimeout: options.commitTimeoutMs,
-        applicationName: options.name
-      }),
-    // Loaded only when used: applications on PostgreSQL never load PGlite's WebAssembly.
-    onNone: () =>
-      Layer.unwrap(Effect.map(
-        Effect.promise(() => import("./store/PgliteStore.ts")),
-        (PgliteStore) => PgliteStore.layer({ dataDir: options.dataDir, tablePrefix: options.tablePrefix, queryTimeout: options.commitTimeoutMs })
-      ))
-  })
-
-const transportLayer = (options: Config.EmitterOptions) =>
-  GrpcTransport.layer({
-    url: options.ingestUrl,
-    headers: options.ingestHeaders,
-    gzip: options.gzip,
-    timeout: options.requestTimeoutMs,
-    maxRequestBytes: options.maxRequestBytes
-  })
 
 /** The whole emitter from resolved options; the Store is exposed too (dead letters, inspection). */
 const fromOptions = (options: Config.EmitterOptions) =>
@@ -78,6 +71,10 @@ export const DurableEmitter = {
   layer: Layer.unwrap(Effect.flatMap(Config.fromEnv, (input) => Effect.map(Config.resolve(input), fromOptions))),
   /** Options from code; unset options take their defaults (see Config.defaults). */
   layerWith: (options: Config.EmitterOptionsInput = {}) => Layer.unwrap(Effect.map(Config.resolve(options), fromOptions)),
-  /** Everything but the Store and the Transport; fails with InvalidConfig naming the option and the rule. */
-  layerNoDeps: (options: Config.EmitterOptionsInput = {}) => Layer.unwrap(Effect.map(Config.resolve(options), services))
+  /**
+   * Everything but the Store and the Transport; fails with InvalidConfig naming the option and the
+   * rule, and refuses the options of the Store and the Transport (yours to configure).
+   */
+  layerNoDeps: (options: Config.ServicesOptionsInput = {}) =>
+    Layer.unwrap(Effect.map(Config.resolve(options, ["emitter"]), (resolved) => services(resolved, ["emitter"])))
 }

@@ -1,54 +1,56 @@
 /**
  * The errors an application sees from the emitter. Each says what went wrong and whether a retry
- * can help (`retryable`), so callers never have to parse messages.
+ * can help, so callers never have to parse messages.
+ *
+ * One convention for every error here: `retryable` is a field (it travels with the error when it
+ * is encoded) and means "the same call, made again later, may succeed". Errors whose answer never
+ * varies fix it with a constructor default (`never` / `always`), so nobody passes it.
  */
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
+
+/** `retryable` of an error that retrying never fixes. */
+const never = Schema.Literal(false).pipe(Schema.withConstructorDefault(Effect.succeed(false as const)))
+/** `retryable` of an error that may clear by itself. */
+const always = Schema.Literal(true).pipe(Schema.withConstructorDefault(Effect.succeed(true as const)))
 
 /** The input breaks a rule: `field` names the input field, `rule` the rule. Nothing was written. */
 export class InvalidEvent extends Schema.TaggedError<InvalidEvent>()("InvalidEvent", {
   field: Schema.String,
-  rule: Schema.String
+  rule: Schema.String,
+  retryable: never
 }) {
   override get message() {
     return `invalid event: ${this.field}: ${this.rule}`
-  }
-  get retryable() {
-    return false
   }
 }
 
 /** The encoded CloudEvent is larger than `maxEventBytes`. Nothing was written. */
 export class EventTooLarge extends Schema.TaggedError<EventTooLarge>()("EventTooLarge", {
   bytes: Schema.Number,
-  maxBytes: Schema.Number
+  maxBytes: Schema.Number,
+  retryable: never
 }) {
   override get message() {
     return `event too large: ${this.bytes} bytes encoded, the limit is ${this.maxBytes}`
-  }
-  get retryable() {
-    return false
   }
 }
 
 /** The write queue stayed full for longer than `enqueueTimeout`. Nothing was written; retry later. */
 export class EmitterOverloaded extends Schema.TaggedError<EmitterOverloaded>()("EmitterOverloaded", {
-  waitedMs: Schema.Number
+  waitedMs: Schema.Number,
+  retryable: always
 }) {
   override get message() {
     return `emitter overloaded: the write queue stayed full for ${this.waitedMs} ms`
   }
-  get retryable() {
-    return true
-  }
 }
 
 /** The emitter is shutting down or closed: it accepts no more events. */
-export class EmitterClosed extends Schema.TaggedError<EmitterClosed>()("EmitterClosed", {}) {
+export class EmitterClosed extends Schema.TaggedError<EmitterClosed>()("EmitterClosed", {
+  retryable: never
+}) {
   override get message() {
     return "emitter closed: it accepts no more events"
-  }
-  get retryable() {
-    return false
   }
 }
 
@@ -70,11 +72,38 @@ export class CommitFailed extends Schema.TaggedError<CommitFailed>()("CommitFail
 /** Every error `Emitter.emit` can fail with. */
 export type EmitError = InvalidEvent | EventTooLarge | EmitterOverloaded | EmitterClosed | CommitFailed
 
-/** A Store operation failed. `retryable` says whether the same call may succeed later. */
+/**
+ * What the database driver reported, kept as data rather than flattened into a message:
+ * `src/store/driverFault.ts` reads it off the driver's error and classifies it.
+ */
+export const DriverFault = Schema.Struct({
+  /** The driver's reason (sql's SqlError reason): "ConnectionError", "StatementTimeoutError", … */
+  kind: Schema.String,
+  /** The SQLSTATE the server answered with (e.g. "57P01"), when it answered with an error. */
+  sqlState: Schema.optional(Schema.String),
+  /** The socket's error code (e.g. "ECONNREFUSED"), when the connection itself failed. */
+  errno: Schema.optional(Schema.String),
+  /** "connect": the failure came while opening a connection, so nothing of the call was sent. */
+  phase: Schema.Literals(["connect", "query"]),
+  /** The driver's own words, e.g. "connect ECONNREFUSED 127.0.0.1:5432". */
+  detail: Schema.String
+})
+export type DriverFault = typeof DriverFault.Type
+
+/**
+ * A Store operation failed. `retryable`: the same call may succeed later. `committed`: whether
+ * the call's writes may have taken effect ("no": the database refused the statement or never got
+ * it; "unknown", the default: the connection was lost while it ran, or nobody can tell). `driver`
+ * is what the database driver reported, when the failure came from it.
+ */
 export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
   operation: Schema.String,
   reason: Schema.String,
-  retryable: Schema.Boolean
+  retryable: Schema.Boolean,
+  committed: Schema.Literals(["no", "unknown"]).pipe(
+    Schema.withConstructorDefault(Effect.succeed("unknown" as const))
+  ),
+  driver: Schema.optional(DriverFault)
 }) {
   override get message() {
     return `store ${this.operation} failed${this.retryable ? " (retryable)" : ""}: ${this.reason}`
@@ -84,7 +113,8 @@ export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
 /** An option breaks a rule. Raised when the layer is built, before anything runs. */
 export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidConfig", {
   option: Schema.String,
-  rule: Schema.String
+  rule: Schema.String,
+  retryable: never
 }) {
   override get message() {
     return `invalid configuration: ${this.option}: ${this.rule}`
@@ -99,7 +129,8 @@ export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidC
 export class StoreLocked extends Schema.TaggedError<StoreLocked>()("StoreLocked", {
   dataDir: Schema.String,
   lockFile: Schema.String,
-  holderPid: Schema.Number
+  holderPid: Schema.Number,
+  retryable: always
 }) {
   override get message() {
     const own = this.holderPid === process.pid
@@ -107,8 +138,5 @@ export class StoreLocked extends Schema.TaggedError<StoreLocked>()("StoreLocked"
     return `store locked: the data directory ${this.dataDir} is in use by ${holder} (lock file ${this.lockFile}); ` +
       "an embedded store can be open in one process at a time" +
       (own ? "" : ` (if process ${this.holderPid} is not a durable-emitter, its pid was reused: delete the lock file)`)
-  }
-  get retryable() {
-    return true
   }
 }

@@ -263,9 +263,13 @@ export const withSeqnum = (payload: Uint8Array, seq: bigint): Uint8Array => {
 /** Decodes an encoded CloudEvent; throws on malformed bytes (callers wrap it). */
 export const decode = (bytes: Uint8Array): CloudEvent => fromBinary(CloudEventSchema, bytes)
 
-/** A decoded attribute as a plain value, for logs, the CLI and the test kit. */
-export const attributeValue = (value: CloudEventAttributeValue | undefined): string | number | boolean | Uint8Array | undefined => {
+/** A decoded attribute as a plain value, for logs, the CLI and the test kit: timestamps as ISO strings, or Dates. */
+export function attributeValue(value: CloudEventAttributeValue | undefined): string | number | boolean | Uint8Array | undefined
+export function attributeValue(value: CloudEventAttributeValue | undefined, timestamps: "date"): string | number | boolean | Uint8Array | Date | undefined
+export function attributeValue(value: CloudEventAttributeValue | undefined, timestamps: "iso" | "date" = "iso") {
   const attr = value?.attr
   if (attr === undefined || attr.case === undefined) return undefined
-  return attr.case === "ceTimestamp" ? new Date(timestampMs(attr.value)).toISOString() : attr.value
+  if (attr.case !== "ceTimestamp") return attr.value
+  const date = new Date(timestampMs(attr.value))
+  return timestamps === "date" ? date : date.toISOString()
 }

@@ -2,7 +2,7 @@
  * Where every background loop reports its ticks and failures, so `Emitter.health` can tell a
  * stuck or failing loop from a quiet one.
  */
-import { Cause, Clock, Context, Effect, Layer } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Layer, Schedule } from "effect"
 
 export interface LoopState {
   /** How often the loop is expected to tick, ms (a loop silent for 3 intervals is stuck). */
@@ -50,9 +50,18 @@ export class Liveness extends Context.Service<Liveness, {
 }
 
 /**
- * Runs `tick` forever in a loop named `name`: after each tick it waits `intervalMs` (or less when
- * the tick says there is more work: `true` means "run again now"). A failing tick is reported and
- * logged, and the loop goes on; it never dies of a failure.
+ * The schedule of a background loop: after each tick wait `intervalMs`, or nothing when the tick
+ * says there is more work (`true`: "run again now").
+ */
+export const loopSchedule = (intervalMs: number): Schedule.Schedule<unknown, boolean> =>
+  Schedule.spaced(Duration.millis(intervalMs)).pipe(
+    Schedule.setInputType<boolean>(),
+    Schedule.modifyDelay(({ duration, input }) => Effect.succeed(input ? Duration.zero : duration))
+  )
+
+/**
+ * Runs `tick` forever in a loop named `name`, repeated on `loopSchedule(intervalMs)`. A failing
+ * tick is reported and logged, and the loop goes on; it never dies of a failure.
  */
 export const runLoop = <E, R>(
   name: string,
@@ -61,16 +70,14 @@ export const runLoop = <E, R>(
 ): Effect.Effect<never, never, R | Liveness> =>
   Effect.gen(function*() {
     const reporter = yield* (yield* Liveness).register(name, intervalMs)
-    while (true) {
-      const more = yield* tick.pipe(
-        Effect.tap(() => reporter.success),
-        Effect.catchCause((cause) =>
-          Effect.logWarning(`${name} loop failed; retrying`, { cause: Cause.pretty(cause) }).pipe(
-            Effect.andThen(reporter.failure(Cause.squash(cause))),
-            Effect.as(false)
-          )
+    const reported = tick.pipe(
+      Effect.tap(() => reporter.success),
+      Effect.catchCause((cause) =>
+        Effect.logWarning(`${name} loop failed; retrying`, { cause: Cause.pretty(cause) }).pipe(
+          Effect.andThen(reporter.failure(Cause.squash(cause))),
+          Effect.as(false)
         )
       )
-      if (!more) yield* Effect.sleep(intervalMs)
-    }
+    )
+    return yield* Effect.andThen(Effect.repeat(reported, loopSchedule(intervalMs)), Effect.never)
   }).pipe(Effect.annotateLogs({ loop: name }))

@@ -28,6 +28,7 @@ export const delivered = Metric.counter("durable_emitter.publish.delivered", { d
 export const failed = Metric.counter("durable_emitter.publish.failed", { description: "Events whose send failed, by source, type and code", incremental: true })
 export const deadLettered = Metric.counter("durable_emitter.dead_letter.events", { description: "Events moved to the dead-letter table, by source, type and code", incremental: true })
 export const retries = Metric.counter("durable_emitter.publish.retries", { description: "Retried requests", incremental: true })
+export const settled = Metric.counter("durable_emitter.publish.settled", { description: "Events the publisher is done with, by outcome (Delivered, DeadLettered, GivenUp, Lapsed, Undeleted, Abandoned)", incremental: true })
 export const pushBackWaits = Metric.timer("durable_emitter.publish.push_back", { description: "Waits imposed by server push-back", boundaries: msBoundaries })
 
 // queues and table

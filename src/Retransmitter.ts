@@ -3,9 +3,10 @@
  * with the attempt count) and feeds them to the same Publisher, claim after claim, until nothing is
  * due: a backlog drains at full speed, not one page per tick. Rows whose payload cannot be decoded
  * are dead-lettered instead of retried forever. The expiry loop removes rows past their TTL in
- * bounded batches (dead-lettering them by default). With `retransmit: false` neither loop runs.
+ * bounded batches (dead-lettering them by default). Both repeat on Liveness's loop Schedule, which
+ * also reports them to health. With `retransmit: false` neither loop runs.
  */
-import { Clock, Effect, Layer } from "effect"
+import { Clock, Context, Effect, Layer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
 import * as Event from "./Event.ts"
 import { type Liveness, runLoop } from "./Liveness.ts"
@@ -77,14 +78,23 @@ const expiryTick = (options: RetransmitterOptions) =>
     return total >= options.expiryBatchSize
   })
 
-export const Retransmitter = {
+export class Retransmitter extends Context.Service<Retransmitter, {
+  /** Whether this process runs the retransmit and expiry loops (`retransmit` option). */
+  readonly enabled: boolean
+}>()("durable-emitter/Retransmitter") {
   /** The retransmit and expiry loops, forked in the layer's scope (none with `retransmit: false`). */
-  layer: (options: RetransmitterOptions): Layer.Layer<never, never, Store | Publisher | Liveness> =>
-    options.retransmit
-      ? Layer.effectDiscard(Effect.gen(function*() {
+  static readonly layer = (options: RetransmitterOptions): Layer.Layer<Retransmitter, never, Store | Publisher | Liveness> =>
+    Layer.effect(
+      Retransmitter,
+      Effect.gen(function*() {
+        if (!options.retransmit) {
+          yield* Effect.logInfo("retransmit disabled: no retransmit or expiry loops in this process")
+          return Retransmitter.of({ enabled: false })
+        }
         yield* Effect.forkScoped(runLoop("retransmit", options.retransmitIntervalMs, retransmitTick(options)))
         yield* Effect.forkScoped(runLoop("expiry", options.expiryIntervalMs, expiryTick(options)))
         yield* Effect.logInfo("retransmitter started")
-      }))
-      : Layer.effectDiscard(Effect.logInfo("retransmit disabled: no retransmit or expiry loops in this process"))
+        return Retransmitter.of({ enabled: true })
+      })
+    )
 }

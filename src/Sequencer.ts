@@ -9,6 +9,7 @@ import type { EmitterOptions } from "./Config.ts"
 import { CommitFailed, EmitterClosed, EmitterOverloaded, StoreError } from "./Errors.ts"
 import { Handoff } from "./Handoff.ts"
 import * as Metrics from "./Metrics.ts"
+import * as TakeBatch from "./publisher/takeBatch.ts"
 import { type Appended, type NewEvent, Store, type StoredEvent } from "./Store.ts"
 
 export type SequencerOptions = Pick<
@@ -48,27 +49,16 @@ const toCommitFailed = (cause: Cause.Cause<StoreError | Cause.TimeoutError>): Co
   return new CommitFailed({ reason: `unexpected failure: ${Cause.pretty(cause)}`, retryable: false, committed: "unknown" })
 }
 
-const rowsOf = (batch: ReadonlyArray<Pending>) => {
-  let n = 0
-  for (const p of batch) n += p.events.length
-  return n
-}
-
 const make = Effect.fnUntraced(function*(options: SequencerOptions) {
   const store = yield* Store
   const handoff = yield* Handoff
   const queue = yield* Queue.bounded<Pending, Cause.Done>(options.writeQueueCapacity)
 
-  /** Takes what is waiting without blocking, until the batch holds `writeBatchSize` rows. */
-  const fill = (batch: Array<Pending>) => {
-    let rows = rowsOf(batch)
-    while (rows < options.writeBatchSize) {
-      const next = Queue.takeUnsafe(queue)
-      if (next === undefined || Exit.isFailure(next)) break
-      batch.push(next.value)
-      rows += next.value.events.length
-    }
-    return rows
+  /** A batch holds `writeBatchSize` rows (an emitAll is never split), after `writeLinger`. */
+  const limits: TakeBatch.BatchLimits<Pending> = {
+    maxWeight: options.writeBatchSize,
+    weight: (p) => p.events.length,
+    lingerMs: options.writeLingerMs
   }
 
   const commit = (taken: ReadonlyArray<Pending>) =>
@@ -141,20 +131,13 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
   // One committer collects at a time (and lingers for all), while the others commit: batches
   // fill up during a commit instead of being split among idle committers.
   const collecting = Semaphore.makeUnsafe(1)
-  const collect = Effect.gen(function*() {
-    const batch: Array<Pending> = [yield* Queue.take(queue)]
-    if (fill(batch) < options.writeBatchSize && options.writeLingerMs > 0) {
-      yield* Effect.sleep(options.writeLingerMs)
-      fill(batch)
-    }
-    return batch
-  })
+  const collect = Effect.map(TakeBatch.take(queue, limits), (batch) => batch.items)
   const committer = Effect.gen(function*() {
     while (true) {
       // What arrived during this committer's own commit is taken at once: the committer woken by
       // the first of those events would only get to them a scheduler turn later.
-      const waiting: Array<Pending> = []
-      yield* commit(fill(waiting) > 0 ? waiting : yield* collecting.withPermits(1)(collect))
+      const waiting = TakeBatch.fill(queue, limits, TakeBatch.empty(limits)).items
+      yield* commit(waiting.length > 0 ? waiting : yield* collecting.withPermits(1)(collect))
     }
   }).pipe(Effect.catchIf(Cause.isDone, () => Effect.void))
 

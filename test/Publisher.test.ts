@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Metric, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Metric, Schedule, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as Config from "../src/Config.ts"
 import * as Event from "../src/Event.ts"
@@ -149,6 +149,20 @@ describe("Publisher", () => {
       assert.isTrue(gaps[0]! >= 80 && gaps[0]! <= 200, `gaps ${gaps}`)
       assert.isTrue(gaps[1]! >= 160 && gaps[1]! <= 300, `gaps ${gaps}`)
       assert.isTrue(gaps[2]! >= 320 && gaps[2]! <= 500, `gaps ${gaps}`)
+    }))
+
+  it.effect("takes its retry policy from the retrySchedule option", () =>
+    Effect.gen(function*() {
+      const { backlog, commit, publisher, script } = yield* setup({
+        retrySchedule: Schedule.spaced("7 seconds").pipe(Schedule.upTo({ times: 2 }))
+      })
+      yield* script.setDefault(Script.unavailable())
+      yield* publisher.offer(yield* commit(2))
+      const flushing = yield* Effect.forkChild(publisher.flush)
+      for (let i = 0; i < 30; i++) yield* TestClock.adjust(1_000)
+      yield* Fiber.join(flushing)
+      assert.deepStrictEqual((yield* script.calls).map((c) => c.at), [0, 7_000, 14_000])
+      assert.strictEqual(yield* backlog, 2)
     }))
 
   it.effect("gives up at the retry budget and leaves the rows to the retransmitter", () =>

@@ -132,12 +132,12 @@ describe.concurrent("durable-emitter CLI", () => {
 
     const badConfig = await cli(["inspect", "--table-prefix", "Bad-Prefix"])
     assert.strictEqual(badConfig.code, 1)
-    assert.match(badConfig.stderr, /^error: invalid configuration: tablePrefix: must be/m)
+    assert.match(badConfig.stderr, /^error: invalid configuration: --table-prefix: must be/m)
     noStackTrace(badConfig.stderr)
 
     const badEnv = await cli(["inspect"], { ...onPostgres, DURABLE_EMITTER_WRITE_BATCH_SIZE: "lots" })
     assert.strictEqual(badEnv.code, 1)
-    assert.match(badEnv.stderr, /^error: invalid environment: .*DURABLE_EMITTER_WRITE_BATCH_SIZE/m)
+    assert.match(badEnv.stderr, /^error: invalid configuration: DURABLE_EMITTER_WRITE_BATCH_SIZE: must be a positive integer/m)
 
     const noDatabase = await cli(["inspect", "--database-url", "postgres://postgres@127.0.0.1:1/test"])
     assert.strictEqual(noDatabase.code, 1)

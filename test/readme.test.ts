@@ -1,4 +1,4 @@
-/** The README's configuration table documents every option under its environment variable. */
+/** The README's configuration table is the option table (src/config/options.ts), row for row. */
 import { assert, describe, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
 import * as Config from "../src/Config.ts"
@@ -7,9 +7,14 @@ const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8")
 
 describe("README", () => {
   for (const key of Object.keys(Config.defaults)) {
-    const option = Config.optionName(key) as keyof Config.EmitterOptionsInput
+    const option = Config.optionName(key) as Config.OptionName
     it(`documents ${option}`, () => {
       assert.include(readme, `| \`${option}\` | \`${Config.envName(option)}\` |`)
     })
   }
+
+  it("has the configuration table generated from the option table (same rows, order, defaults and docs)", () => {
+    const rows = readme.split("\n").filter((line) => /^\| `\w+` \| `[A-Z_]+` \|/.test(line))
+    assert.deepStrictEqual(rows, [...Config.markdownRows()], `expected README rows:\n${Config.markdownRows().join("\n")}`)
+  })
 })

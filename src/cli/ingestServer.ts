@@ -6,22 +6,40 @@
  */
 import { Console, Effect, Option, Schedule } from "effect"
 import { Command, Flag } from "effect/cli"
-import type { FaultConfig } from "../testing/ingestFaults.ts"
 import { CommandFailed, userFacing } from "./errors.ts"
 import * as Format from "./format.ts"
 
-const parseFaults = (json: string) =>
-  Effect.try({
-    try: () => JSON.parse(json) as FaultConfig,
-    catch: (error) => new CommandFailed({ reason: `--faults is not JSON: ${error instanceof Error ? error.message : String(error)}` })
-  })
+const defaultPort = 50051
+const defaultHost = "127.0.0.1"
+
+/**
+ * `--faults`: JSON decoded with the faults Schema, so a misspelt key is refused, not ignored.
+ * (Loaded when used, like the server: the other commands do not load the test kit.)
+ */
+export const parseFaults = (json: string) =>
+  Effect.promise(() => import("../testing/ingestFaultConfig.ts")).pipe(
+    Effect.flatMap(({ decodeFaultConfig }) =>
+      Effect.try({
+        try: () => decodeFaultConfig(JSON.parse(json)),
+        catch: (error) =>
+          new CommandFailed({
+            reason: `--faults: ${
+              error instanceof SyntaxError ? `not JSON: ${error.message}` : error instanceof Error ? error.message : String(error)
+            }`
+          })
+      })
+    )
+  )
 
 /** Set once the server listens: from then on SIGINT/SIGTERM is the normal way to stop (exit code 0). */
 export const stopsOnSignal = { gracefully: false }
 
 export const ingestServerCommand = Command.make("ingest-server", {
-  port: Flag.Int("port").pipe(Flag.withDescription("port to listen on (0: any free port)"), Flag.withDefault(50051)),
-  host: Flag.String("host").pipe(Flag.withDescription("address to listen on"), Flag.withDefault("127.0.0.1")),
+  port: Flag.Int("port").pipe(
+    Flag.withDescription(`port to listen on (default ${defaultPort}; 0: any free port)`),
+    Flag.withDefault(defaultPort)
+  ),
+  host: Flag.String("host").pipe(Flag.withDescription(`address to listen on (default ${defaultHost})`), Flag.withDefault(defaultHost)),
   jsonl: Flag.String("jsonl").pipe(
     Flag.withDescription("append received events to this file as JSON lines instead of printing them"),
     Flag.optional
@@ -75,7 +93,7 @@ export const ingestServerCommand = Command.make("ingest-server", {
       "Prints its URL first, then each event it accepts as a JSON line. Point an emitter at it with DURABLE_EMITTER_INGEST_URL."
   ),
   Command.withExamples([
-    { command: "durable-emitter ingest-server --port 50051" },
+    { command: `durable-emitter ingest-server --port ${defaultPort}` },
     { command: "durable-emitter ingest-server --port 0 --jsonl events.jsonl" }
   ])
 )

@@ -10,7 +10,8 @@ import { Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Config from "../Config.ts"
-import type { InvalidConfig, StoreError, StoreLocked } from "../Errors.ts"
+import { storeLayer as optionsStoreLayer } from "../config/layers.ts"
+import { InvalidConfig, type StoreError, type StoreLocked } from "../Errors.ts"
 import type { Store } from "../Store.ts"
 import { CommandFailed } from "./errors.ts"
 
@@ -35,17 +36,26 @@ export interface StoreFlags {
   readonly tablePrefix: Option.Option<string>
 }
 
+/** The flag that sets each store option: an error in a flag's value names the flag, not the option. */
+const flagOf = { databaseUrl: "--database-url", dataDir: "--data-dir", tablePrefix: "--table-prefix" } as const
+
 /** The environment's options with the flags on top, resolved and validated. */
 export const resolveOptions = (flags: StoreFlags, overrides: Config.EmitterOptionsInput = {}) =>
   Effect.gen(function*() {
     const fromEnv = yield* Config.fromEnv
-    return yield* Config.resolve({
-      ...fromEnv,
+    const fromFlags: Config.EmitterOptionsInput = {
       ...Option.match(flags.databaseUrl, { onNone: () => ({}), onSome: (databaseUrl) => ({ databaseUrl }) }),
       ...Option.match(flags.dataDir, { onNone: () => ({}), onSome: (dataDir) => ({ dataDir }) }),
-      ...Option.match(flags.tablePrefix, { onNone: () => ({}), onSome: (tablePrefix) => ({ tablePrefix }) }),
-      ...overrides
-    })
+      ...Option.match(flags.tablePrefix, { onNone: () => ({}), onSome: (tablePrefix) => ({ tablePrefix }) })
+    }
+    return yield* Config.resolve({ ...fromEnv, ...fromFlags, ...overrides }).pipe(
+      Effect.mapError((error) => {
+        const flag = flagOf[error.option as keyof typeof flagOf]
+        return flag !== undefined && error.option in fromFlags && !(error.option in overrides)
+          ? new InvalidConfig({ option: flag, rule: error.rule })
+          : error
+      })
+    )
   })
 
 /** A PostgreSQL URL with its password hidden. */
@@ -66,28 +76,9 @@ export const describeTarget = (options: Config.EmitterOptions): string =>
     onNone: () => `embedded store in ${options.dataDir}, tables ${options.tablePrefix}_*`
   })
 
-/** The Store alone (building it runs the migrations). */
+/** The Store alone (building it runs the migrations), on a small pool of its own. */
 export const storeLayer = (options: Config.EmitterOptions): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig> =>
-  Option.match(options.databaseUrl, {
-    onSome: (url) =>
-      Layer.unwrap(Effect.map(
-        Effect.promise(() => import("../store/PgStore.ts")),
-        (PgStore) =>
-          PgStore.layer({
-            url,
-            tablePrefix: options.tablePrefix,
-            maxConnections: 2,
-            queryTimeout: options.commitTimeoutMs,
-            applicationName: `${options.name}-cli`
-          })
-      )),
-    onNone: () =>
-      Layer.unwrap(Effect.map(
-        Effect.promise(() => import("../store/PgliteStore.ts")),
-        (PgliteStore) =>
-          PgliteStore.layer({ dataDir: options.dataDir, tablePrefix: options.tablePrefix, queryTimeout: options.commitTimeoutMs })
-      ))
-  })
+  optionsStoreLayer(options, { maxConnections: 2, applicationName: `${options.name}-cli` })
 
 /** A plain SQL client on the same database, for what the Store does not offer (migration report). */
 export const sqlClientLayer = (
@@ -98,7 +89,7 @@ export const sqlClientLayer = (
       Layer.unwrap(Effect.map(
         Effect.promise(() => import("@effect/sql-pg")),
         ({ PgClient }) =>
-          PgClient.layer({ url, maxConnections: 1, connectTimeout: "10 seconds", applicationName: `${options.name}-cli` })
+          PgClient.layer({ url, maxConnections: 1, connectTimeout: options.connectTimeoutMs, applicationName: `${options.name}-cli` })
       )),
     onNone: () =>
       Layer.unwrap(Effect.map(

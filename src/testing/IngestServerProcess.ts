@@ -7,15 +7,19 @@ import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { Effect, type Scope } from "effect"
 import type { FaultConfig } from "./ingestFaults.ts"
-import { IngestServerError, type IngestStats, type RequestRecord } from "./IngestServer.ts"
+import type { receivedEventJson } from "./ingestModel.ts"
+import { IngestServerError, type IngestStats, type ReceivedSequences, type RecordMode, type RequestRecord } from "./IngestServer.ts"
+import type { SequenceSummary } from "./seqnumLedger.ts"
 
 export interface IngestServerProcessOptions {
   readonly port?: number
-  /** Default "ids". */
-  readonly record?: "events" | "ids" | "counts"
+  /** Default "ids"; "seqnums" keeps memory bounded over long runs (see IngestServerOptions.record). */
+  readonly record?: RecordMode
   readonly jsonl?: string
-  /** Keep one produced event in N whole (GET /sample); 1 keeps all. */
-  readonly sample?: number
+  /** Keep every Nth produced event whole (the last 1000), for `samples()`. */
+  readonly sampleEvery?: number
+  /** Instead, keep whole every event whose id is in a one-in-N sample (./ingestSample.ts); 1 keeps all. */
+  readonly sampleIds?: number
   readonly faults?: FaultConfig
   /** Extra Node.js flags for the child (e.g. ["--max-old-space-size=256"]). */
   readonly execArgv?: ReadonlyArray<string>
@@ -29,6 +33,14 @@ export interface IngestServerProcess {
   readonly pid: number
   readonly stats: () => Promise<IngestStats>
   readonly requests: () => Promise<ReadonlyArray<RequestRecord>>
+  /** With record "seqnums": per (source, type) what was produced, with the first `gaps` gaps; the ledger's footprint. */
+  readonly sequences: (gaps?: number) => Promise<
+    ReturnType<ReceivedSequences["footprint"]> & { readonly keys: ReadonlyArray<SequenceSummary> }
+  >
+  /** Every distinct produced id (record "events" or "ids"). */
+  readonly ids: () => Promise<ReadonlyArray<string>>
+  /** The sampled events (with `sampleEvery` or `sampleIds`), in their JSON form. */
+  readonly samples: () => Promise<ReadonlyArray<ReturnType<typeof receivedEventJson>>>
   /** Applies a fault configuration on top of the current one. */
   readonly faults: (config: FaultConfig) => Promise<void>
   readonly clearFaults: () => Promise<void>
@@ -60,7 +72,8 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     "--port",
     String(options.port ?? 0),
     ...(options.jsonl === undefined ? [] : ["--jsonl", options.jsonl]),
-    ...(options.sample === undefined ? [] : ["--sample", String(options.sample)]),
+    ...(options.sampleEvery === undefined ? [] : ["--sample-every", String(options.sampleEvery)]),
+    ...(options.sampleIds === undefined ? [] : ["--sample-ids", String(options.sampleIds)]),
     ...(options.faults === undefined ? [] : ["--faults", JSON.stringify(options.faults)])
   ]
   const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] })
@@ -103,6 +116,9 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     pid: started.pid,
     stats: () => call("GET", "/stats"),
     requests: () => call("GET", "/requests"),
+    sequences: (gaps = 10) => call("GET", `/sequences?gaps=${gaps}`),
+    ids: () => call("GET", "/ids"),
+    samples: () => call("GET", "/samples"),
     faults: (config) => call<unknown>("POST", "/faults", config).then(() => undefined),
     clearFaults: () => call<unknown>("DELETE", "/faults").then(() => undefined),
     clear: () => call<unknown>("POST", "/clear").then(() => undefined),

@@ -5,19 +5,23 @@
  *   GET    /stats             → IngestStats
  *   GET    /requests          → the recent RequestRecords
  *   GET    /events?limit=100  → the last recorded events (JSON form, only with record "events")
- *   GET    /ids               → every distinct produced id (not with record "counts")
- *   GET    /sample            → the events kept whole by the sample, duplicates included (only with a sample)
+ *   GET    /sequences?gaps=10 → with record "seqnums": per (source, type) the distinct seqnums,
+ *                                lowest, highest, missing and first gaps; the ledger's footprint
+ *   GET    /samples           → the sampled events (JSON form, with a sample recorder)
+ *   GET    /ids               → every distinct produced id (with record "events" or "ids")
  *   GET    /faults            → the current fault state
- *   POST   /faults            ← FaultConfig (applied on top; null clears a field) → fault state
+ *   POST   /faults            ← FaultConfig (applied on top; null clears a field; unknown keys
+ *                                are refused with 400) → fault state
  *   DELETE /faults            → back to healthy
  *   POST   /clear             → forget everything received
  *   POST   /shutdown          → closes the server; the process exits
  */
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
-import type { FaultConfig, FaultState } from "./ingestFaults.ts"
-import { type IngestServerHandle, receivedEventJson } from "./IngestServer.ts"
-import { sampledEventJson } from "./ingestSample.ts"
+import { decodeFaultConfig, type FaultState } from "./ingestFaults.ts"
+import type { IngestServerHandle } from "./IngestServer.ts"
+import { receivedEventJson } from "./ingestModel.ts"
+import type { SampleRecorder } from "./ingestRecorder.ts"
 
 export interface ControlServer {
   readonly url: string
@@ -48,7 +52,13 @@ const readJson = (request: http.IncomingMessage): Promise<unknown> =>
 
 export const startControlServer = async (
   handle: IngestServerHandle,
-  options: { readonly host?: string; readonly port?: number; readonly onShutdown?: () => void } = {}
+  options: {
+    readonly host?: string
+    readonly port?: number
+    readonly onShutdown?: () => void
+    /** Served at GET /samples. */
+    readonly samples?: SampleRecorder
+  } = {}
 ): Promise<ControlServer> => {
   const send = (response: http.ServerResponse, status: number, body: unknown) => {
     response.writeHead(status, { "content-type": "application/json" })
@@ -67,14 +77,18 @@ export const startControlServer = async (
           const limit = Number(url.searchParams.get("limit") ?? 100)
           return handle.received.events.slice(-limit).map(receivedEventJson)
         }
+        case "GET /sequences": {
+          const gaps = Number(url.searchParams.get("gaps") ?? 10)
+          return { ...handle.received.sequences.footprint(), keys: handle.received.sequences.summary(gaps) }
+        }
         case "GET /ids":
           return [...handle.received.ids]
-        case "GET /sample":
-          return handle.received.sample?.events.map(sampledEventJson)
+        case "GET /samples":
+          return (options.samples?.events() ?? []).map(receivedEventJson)
         case "GET /faults":
           return faultSnapshot(handle.faults.state)
         case "POST /faults":
-          await handle.faults.apply((await readJson(request)) as FaultConfig)
+          await handle.faults.apply(decodeFaultConfig(await readJson(request)))
           return faultSnapshot(handle.faults.state)
         case "DELETE /faults":
           await handle.faults.clear()

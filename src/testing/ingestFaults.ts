@@ -1,83 +1,40 @@
 /**
- * Fault injection for the reference ingest server: a plain mutable state, changed at run time
- * through `IngestFaults` (in process) or as JSON (`FaultConfig`, through the control endpoint of
- * a server running in another process).
+ * Fault injection for the reference ingest server, in one place: the live state, the setters
+ * that change it (`IngestFaults`, in process, or `apply` with the JSON form of
+ * ./ingestFaultConfig.ts through the control endpoint), and the consumers the request handler
+ * calls (which failure, reset or rejection this request or event gets; holding hung requests).
+ * Every change applies to the next request.
  */
 import { Code } from "@connectrpc/connect"
-import type { ReceivedEvent } from "./IngestServer.ts"
+import {
+  defaultLimitStatus,
+  type DownMode,
+  type FailureSpec,
+  type FaultConfig,
+  type MaxRequestBytes,
+  type RejectRule,
+  type ResetSpec,
+  type ResultsMode,
+  type StatusInput
+} from "./ingestFaultConfig.ts"
+import { type ReceivedEvent, type Rejection, validateEvent } from "./ingestModel.ts"
 
-/** A gRPC status: connect's `Code`, or its name in any case (`"unavailable"`, `"RESOURCE_EXHAUSTED"`). */
-export type StatusInput = Code | string
+export * from "./ingestFaultConfig.ts"
+export type { PublishErrorCodeName } from "./ingestModel.ts"
 
-export type PublishErrorCodeName =
-  | "UNKNOWN"
-  | "VALIDATION_FAILED"
-  | "SCHEMA_MISSING"
-  | "ENCODE_ERROR"
-  | "DOMAIN_MISCONFIGURATION"
-
-/** A whole-request failure, optionally with push-back in any of the three forms servers use. */
-export interface FailureSpec {
-  readonly status: StatusInput
-  readonly message?: string
-  /** Sent as the `grpc-retry-pushback-ms` trailer. */
-  readonly pushbackMs?: number
-  /** Sent as a `google.rpc.RetryInfo` status detail. */
-  readonly retryInfoMs?: number
-  /** Sent as the HTTP `Retry-After` response header: seconds, or an HTTP-date string. */
-  readonly retryAfter?: number | string
-}
-
-/** Rejects matching events (all given fields must match) with a per-event error. */
-export interface RejectRule {
-  readonly type?: string
-  readonly source?: string
-  readonly id?: string
-  readonly code: PublishErrorCodeName
-  readonly reason?: string
-}
-
-export type RejectPredicate = (event: ReceivedEvent) => { readonly code: PublishErrorCodeName; readonly reason: string } | undefined
-
-export interface ResetSpec {
-  /** How many requests to reset (each one consumes one); `Infinity` = every request until cleared. */
-  readonly count: number
-  /** "before": the events are not recorded; "after": recorded, but the answer is lost (duplicates on retry). */
-  readonly when: "before" | "after"
-  /** "socket": destroy the connection; "stream": RST_STREAM with INTERNAL_ERROR. */
-  readonly how: "socket" | "stream"
-}
-
-/** How the server shapes a successful answer. */
-export type ResultsMode = "full" | "empty" | { readonly count: number }
-
-/** The serializable fault configuration (every field optional; `null` clears a field). */
-export interface FaultConfig {
-  readonly latencyMs?: number | null
-  readonly failNext?: { readonly count: number; readonly failure: FailureSpec } | null
-  readonly failFraction?: { readonly fraction: number; readonly failure: FailureSpec } | null
-  readonly rejectRules?: ReadonlyArray<RejectRule> | null
-  readonly hang?: boolean | null
-  readonly reset?: Partial<ResetSpec> | null
-  /** "unavailable": answer UNAVAILABLE; "refuse": close the listener (connections are refused). */
-  readonly down?: "unavailable" | "refuse" | null
-  readonly maxRequestBytes?: { readonly limit: number; readonly status?: StatusInput } | number | null
-  readonly results?: ResultsMode | null
-  /** Requests without exactly this `authorization` header fail with UNAUTHENTICATED. */
-  readonly requireAuthorization?: string | null
-}
+export type RejectPredicate = (event: ReceivedEvent) => Rejection | undefined
 
 /** The current state, as the server reads it on every request. */
 export interface FaultState {
   latencyMs: number
-  failNext: { count: number; failure: FailureSpec } | undefined
-  failFraction: { fraction: number; failure: FailureSpec } | undefined
+  failNext: { readonly count: number; readonly failure: FailureSpec } | undefined
+  failFraction: { readonly fraction: number; readonly failure: FailureSpec } | undefined
   rejectRules: Array<RejectRule>
   rejectPredicates: Array<RejectPredicate>
   hang: boolean
   reset: ResetSpec | undefined
-  down: "unavailable" | "refuse" | undefined
-  maxRequestBytes: { limit: number; status: StatusInput } | undefined
+  down: DownMode | undefined
+  maxRequestBytes: MaxRequestBytes | undefined
   results: ResultsMode
   requireAuthorization: string | undefined
 }
@@ -95,34 +52,6 @@ export const healthy = (): FaultState => ({
   results: "full",
   requireAuthorization: undefined
 })
-
-const codeByName: Record<string, Code> = {
-  canceled: Code.Canceled,
-  cancelled: Code.Canceled,
-  unknown: Code.Unknown,
-  invalid_argument: Code.InvalidArgument,
-  deadline_exceeded: Code.DeadlineExceeded,
-  not_found: Code.NotFound,
-  already_exists: Code.AlreadyExists,
-  permission_denied: Code.PermissionDenied,
-  resource_exhausted: Code.ResourceExhausted,
-  failed_precondition: Code.FailedPrecondition,
-  aborted: Code.Aborted,
-  out_of_range: Code.OutOfRange,
-  unimplemented: Code.Unimplemented,
-  internal: Code.Internal,
-  unavailable: Code.Unavailable,
-  data_loss: Code.DataLoss,
-  unauthenticated: Code.Unauthenticated
-}
-
-/** `Code` for a status given as a number or a name; throws on names it does not know. */
-export const toCode = (status: StatusInput): Code => {
-  if (typeof status === "number") return status
-  const code = codeByName[status.toLowerCase()]
-  if (code === undefined) throw new Error(`unknown gRPC status: ${status}`)
-  return code
-}
 
 /** The in-process control object. Every change applies to the next request. */
 export interface IngestFaults {
@@ -145,7 +74,7 @@ export interface IngestFaults {
   /** Resets the next `count` requests (default 1). */
   readonly resetConnections: (count?: number, options?: Partial<Omit<ResetSpec, "count">>) => void
   /** "refuse" closes the listener and drops open connections; "unavailable" answers UNAVAILABLE. */
-  readonly down: (mode?: "unavailable" | "refuse") => Promise<void>
+  readonly down: (mode?: DownMode) => Promise<void>
   readonly up: () => Promise<void>
   /** Rejects requests whose message exceeds `limit` bytes (default status RESOURCE_EXHAUSTED). */
   readonly maxRequestBytes: (limit: number | undefined, status?: StatusInput) => void
@@ -153,56 +82,103 @@ export interface IngestFaults {
   readonly requireAuthorization: (value: string | undefined) => void
 }
 
-/** What the faults need from the server: the listener ("refuse" mode), and waking held requests. */
-export interface ServerHooks {
-  readonly stop: () => Promise<void>
-  readonly start: () => Promise<void>
-  /** Called after `hang` may have been cleared: held requests re-check the state. */
-  readonly wake: () => void
+/** What the handler asks of the faults, request by request. */
+export interface FaultConsumers {
+  readonly state: Readonly<FaultState>
+  /** Ping and requests alike: down ("unavailable") or unauthenticated. */
+  readonly refusal: (authorization: string | null) => { readonly code: Code; readonly message: string } | undefined
+  /** The failure this request gets, if any; counts down `failNext`. */
+  readonly takeFailure: () => FailureSpec | undefined
+  /** The reset this request gets at this point, if any; counts it down. */
+  readonly takeReset: (when: ResetSpec["when"]) => ResetSpec | undefined
+  /** Why this event is not produced, if it is not: validation, then rules, then predicates. */
+  readonly rejectionOf: (event: ReceivedEvent) => Rejection | undefined
+  /**
+   * Waits while the server hangs; answers false when the client gave up (or `stopped()` became
+   * true) first, true once the hang was lifted.
+   */
+  readonly holdWhileHanging: (signal: AbortSignal, stopped: () => boolean) => Promise<boolean>
+  /** Releases every held request to re-check the state (on close). */
+  readonly releaseHeld: () => void
 }
 
-export const makeFaults = (state: FaultState, hooks: ServerHooks): IngestFaults => {
-  const setDown = async (mode: "unavailable" | "refuse" | undefined) => {
+/** The listener, which "refuse" closes and reopens. */
+export interface Listener {
+  readonly stop: () => Promise<void>
+  readonly start: () => Promise<void>
+}
+
+const normalizeReset = (reset: NonNullable<FaultConfig["reset"]>): ResetSpec => ({
+  count: reset.count ?? 1,
+  when: reset.when ?? "before",
+  how: reset.how ?? "socket"
+})
+
+const normalizeLimit = (limit: NonNullable<FaultConfig["maxRequestBytes"]>): MaxRequestBytes =>
+  typeof limit === "number" ? { limit, status: defaultLimitStatus } : { limit: limit.limit, status: limit.status ?? defaultLimitStatus }
+
+const matches = (rule: RejectRule, event: ReceivedEvent) =>
+  (rule.type === undefined || rule.type === event.type) &&
+  (rule.source === undefined || rule.source === event.source) &&
+  (rule.id === undefined || rule.id === event.id)
+
+export const makeFaults = (
+  listener: Listener,
+  random: () => number = Math.random
+): { readonly control: IngestFaults; readonly consumers: FaultConsumers } => {
+  const state = healthy()
+
+  // ---- held requests (hang): each waits on a release, called when the state may have changed
+  const held = new Set<() => void>()
+  const releaseHeld = () => {
+    for (const release of [...held]) release()
+  }
+  const holdWhileHanging = async (signal: AbortSignal, stopped: () => boolean) => {
+    while (state.hang && !signal.aborted && !stopped()) {
+      await new Promise<void>((resolve) => {
+        const release = () => {
+          held.delete(release)
+          signal.removeEventListener("abort", release)
+          resolve()
+        }
+        held.add(release)
+        signal.addEventListener("abort", release)
+      })
+    }
+    return !(signal.aborted || stopped())
+  }
+  const setHang = (on: boolean) => {
+    state.hang = on
+    releaseHeld()
+  }
+
+  const setDown = async (mode: DownMode | undefined) => {
     const was = state.down
     state.down = mode
-    if (was !== "refuse" && mode === "refuse") await hooks.stop()
-    if (was === "refuse" && mode !== "refuse") await hooks.start()
+    if (was !== "refuse" && mode === "refuse") await listener.stop()
+    if (was === "refuse" && mode !== "refuse") await listener.start()
   }
-  const faults: IngestFaults = {
+
+  // ---- setters
+  const control: IngestFaults = {
     state,
     apply: async (config) => {
       if (config.latencyMs !== undefined) state.latencyMs = config.latencyMs ?? 0
-      if (config.failNext !== undefined) state.failNext = config.failNext === null ? undefined : { ...config.failNext }
-      if (config.failFraction !== undefined) {
-        state.failFraction = config.failFraction === null ? undefined : { ...config.failFraction }
-      }
+      if (config.failNext !== undefined) state.failNext = config.failNext ?? undefined
+      if (config.failFraction !== undefined) state.failFraction = config.failFraction ?? undefined
       if (config.rejectRules !== undefined) state.rejectRules = [...(config.rejectRules ?? [])]
-      if (config.hang !== undefined) {
-        state.hang = config.hang === true
-        hooks.wake()
-      }
-      if (config.reset !== undefined) {
-        state.reset = config.reset === null
-          ? undefined
-          : { count: config.reset.count ?? 1, when: config.reset.when ?? "before", how: config.reset.how ?? "socket" }
-      }
+      if (config.hang !== undefined) setHang(config.hang === true)
+      if (config.reset !== undefined) state.reset = config.reset === null ? undefined : normalizeReset(config.reset)
       if (config.maxRequestBytes !== undefined) {
-        const m = config.maxRequestBytes
-        state.maxRequestBytes = m === null
-          ? undefined
-          : typeof m === "number"
-          ? { limit: m, status: Code.ResourceExhausted }
-          : { limit: m.limit, status: m.status ?? Code.ResourceExhausted }
+        state.maxRequestBytes = config.maxRequestBytes === null ? undefined : normalizeLimit(config.maxRequestBytes)
       }
       if (config.results !== undefined) state.results = config.results ?? "full"
       if (config.requireAuthorization !== undefined) state.requireAuthorization = config.requireAuthorization ?? undefined
       if (config.down !== undefined) await setDown(config.down ?? undefined)
     },
     clear: async () => {
-      const fresh = healthy()
-      const down = state.down
-      Object.assign(state, fresh, { down })
-      hooks.wake()
+      Object.assign(state, healthy(), { down: state.down })
+      releaseHeld()
       await setDown(undefined)
     },
     latency: (ms) => {
@@ -222,16 +198,13 @@ export const makeFaults = (state: FaultState, hooks: ServerHooks): IngestFaults 
       state.rejectRules = []
       state.rejectPredicates = []
     },
-    hang: (on = true) => {
-      state.hang = on
-      hooks.wake()
-    },
+    hang: (on = true) => setHang(on),
     resetConnections: (count = 1, options = {}) => {
-      state.reset = count > 0 ? { count, when: options.when ?? "before", how: options.how ?? "socket" } : undefined
+      state.reset = count > 0 ? normalizeReset({ ...options, count }) : undefined
     },
     down: (mode = "refuse") => setDown(mode),
     up: () => setDown(undefined),
-    maxRequestBytes: (limit, status = Code.ResourceExhausted) => {
+    maxRequestBytes: (limit, status = defaultLimitStatus) => {
       state.maxRequestBytes = limit === undefined ? undefined : { limit, status }
     },
     results: (mode) => {
@@ -241,5 +214,48 @@ export const makeFaults = (state: FaultState, hooks: ServerHooks): IngestFaults 
       state.requireAuthorization = value
     }
   }
-  return faults
+
+  // ---- consumers
+  const consumers: FaultConsumers = {
+    state,
+    refusal: (authorization) => {
+      if (state.down === "unavailable") return { code: Code.Unavailable, message: "ingest is down" }
+      const required = state.requireAuthorization
+      if (required !== undefined && authorization !== required) {
+        return { code: Code.Unauthenticated, message: "missing or invalid credentials" }
+      }
+      return undefined
+    },
+    takeFailure: () => {
+      const next = state.failNext
+      if (next !== undefined && next.count > 0) {
+        state.failNext = next.count > 1 ? { ...next, count: next.count - 1 } : undefined
+        return next.failure
+      }
+      const fraction = state.failFraction
+      if (fraction !== undefined && random() < fraction.fraction) return fraction.failure
+      return undefined
+    },
+    takeReset: (when) => {
+      const reset = state.reset
+      if (reset === undefined || reset.when !== when || reset.count <= 0) return undefined
+      if (reset.count !== Infinity) state.reset = reset.count > 1 ? { ...reset, count: reset.count - 1 } : undefined
+      return reset
+    },
+    rejectionOf: (event) => {
+      const invalid = validateEvent(event)
+      if (invalid !== undefined) return invalid
+      for (const rule of state.rejectRules) {
+        if (matches(rule, event)) return { code: rule.code, reason: rule.reason ?? `rejected by rule (${rule.code})` }
+      }
+      for (const predicate of state.rejectPredicates) {
+        const rejection = predicate(event)
+        if (rejection !== undefined) return rejection
+      }
+      return undefined
+    },
+    holdWhileHanging,
+    releaseHeld
+  }
+  return { control, consumers }
 }

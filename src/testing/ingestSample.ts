@@ -1,16 +1,17 @@
 /**
- * A sample of produced events kept whole, chosen by id, so a server that otherwise reads only
- * envelopes (record "ids" or "counts") can still have a fraction of what it received checked
- * field by field (the benchmark compares it with what was emitted). Only sampled events are
- * decoded, from the payload as it arrived; every copy of a sampled id is kept.
+ * A sample of produced events chosen by id, kept whole: unlike `sampleRecorder` (every Nth
+ * arrival, the last 1 000), both sides can tell which ids are in it, so a sampled id the server
+ * did not keep is noticed, every copy of a sampled id is kept (duplicates by id), and one in 1 keeps
+ * every event. The benchmark compares it with what was emitted. Memory grows with the run (the
+ * sampled payloads as they arrived, decoded only when read), like record "ids".
  */
-import { fromBinary } from "@bufbuild/protobuf"
-import { CloudEventSchema } from "../gen/io/cloudevents/v1/cloudevent_pb.js"
+import { decodeReceived, type ReceivedEvent } from "./ingestModel.ts"
+import type { SampleRecorder } from "./ingestRecorder.ts"
 
 /**
- * Whether `id` is in a one-in-`oneIn` sample: the last four characters read as hex, modulo
+ * Whether `id` is in a one-in-`oneIn` sample: its last four characters read as hex, modulo
  * `oneIn` (random for UUIDs; one in 16 is "ends in 0"). `oneIn` 1 takes every id; an id not
- * ending in hex is never sampled unless everything is.
+ * ending in hex is sampled only then.
  */
 export const inSample = (id: string, oneIn: number): boolean => {
   if (oneIn <= 1) return true
@@ -19,60 +20,19 @@ export const inSample = (id: string, oneIn: number): boolean => {
   return Number.parseInt(tail, 16) % oneIn === 0
 }
 
-/** A sampled event: its envelope, its seqnum attribute and its data, as decoded from the payload. */
-export interface SampledEvent {
-  readonly id: string
-  readonly source: string
-  readonly type: string
-  readonly seqnum: string | undefined
-  readonly data: Uint8Array | string | undefined
-}
-
-/** The JSON form (control endpoint): data as base64 when binary. */
-export const sampledEventJson = (event: SampledEvent) => ({
-  id: event.id,
-  source: event.source,
-  type: event.type,
-  seqnum: event.seqnum,
-  ...(typeof event.data === "string" ? { text_data: event.data } : {}),
-  ...(event.data instanceof Uint8Array ? { data_base64: Buffer.from(event.data).toString("base64") } : {})
-})
-
-const decode = (payload: Uint8Array): SampledEvent => {
-  const event = fromBinary(CloudEventSchema, payload)
-  const seq = event.attributes["seqnum"]?.attr
-  const data = event.data.case === "protoData" ? event.data.value.value : event.data.value
-  return {
-    id: event.id,
-    source: event.source,
-    type: event.type,
-    seqnum: seq === undefined || seq.case === undefined ? undefined : String(seq.value),
-    data
-  }
-}
-
-export interface EventSample {
-  readonly oneIn: number
-  /** Sampled events in arrival order, duplicates included. */
-  readonly events: ReadonlyArray<SampledEvent>
-  /** Called for every produced event (id and payload are all it reads). */
-  readonly record: (event: { readonly id: string; readonly payload: Uint8Array }) => void
-  readonly clear: () => void
-}
-
-export const makeEventSample = (oneIn: number): EventSample => {
+/** Keeps whole every produced event whose id is in a one-in-`oneIn` sample (`inSample`). */
+export const idSampleRecorder = (oneIn: number): SampleRecorder => {
   if (!(Number.isSafeInteger(oneIn) && oneIn >= 1)) throw new Error(`sample: one in ${oneIn} is not a positive integer`)
-  let events: Array<SampledEvent> = []
+  let kept: Array<{ readonly payload: Uint8Array; readonly receivedAt: number }> = []
   return {
-    oneIn,
-    get events() {
-      return events
-    },
-    record: (event) => {
-      if (inSample(event.id, oneIn)) events.push(decode(event.payload))
+    wholeEvents: false,
+    record: (event: ReceivedEvent) => {
+      // A copy: the payload may be a view into the whole request's buffer, which would stay alive.
+      if (inSample(event.id, oneIn)) kept.push({ payload: event.payload.slice(), receivedAt: event.receivedAt })
     },
     clear: () => {
-      events = []
-    }
+      kept = []
+    },
+    events: () => kept.map((e) => decodeReceived(e.payload, e.receivedAt))
   }
 }

@@ -7,6 +7,7 @@ import type * as http2 from "node:http2"
 import type { Transport as ConnectTransport } from "@connectrpc/connect"
 import { compressionBrotli, compressionGzip, createGrpcTransport, Http2SessionManager, type Http2SessionOptions } from "@connectrpc/connect-node"
 import { type Context, Clock, Duration, Effect, Layer, Option, Redacted, Result } from "effect"
+import { defaults } from "../config/options.ts"
 import { InvalidConfig } from "../Errors.ts"
 import { ChipIngress } from "../gen/chipingress/pb/chip_ingress_pb.js"
 import { type EventResult, Transport, TransportError } from "../Transport.ts"
@@ -26,7 +27,10 @@ export interface GrpcTransportOptions<R = never> {
   readonly headers?: HeaderRecord | Effect.Effect<HeaderRecord, TransportError, R>
   /** Compress requests with gzip, and accept gzip- or brotli-compressed responses. Default false. */
   readonly gzip?: boolean
-  /** Per-request deadline (sent as `grpc-timeout` and enforced locally). Default 10 seconds. */
+  /**
+   * Per-request deadline (sent as `grpc-timeout` and enforced locally). Default: the emitter's
+   * `requestTimeout` default (5 seconds), which the Publisher's lease rules assume.
+   */
   readonly timeout?: Duration.Input
   /**
    * The server's request size limit. A batch above it is split into several requests (in order),
@@ -42,7 +46,7 @@ export interface GrpcTransportOptions<R = never> {
   readonly http2?: Http2SessionOptions
 }
 
-const defaultTimeout = Duration.seconds(10)
+const defaultTimeout = Duration.millis(defaults.requestTimeoutMs)
 
 const ignore = () => {}
 

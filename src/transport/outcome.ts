@@ -14,8 +14,8 @@ import { delivered, type EventResult, TransportError } from "../Transport.ts"
 
 export type ErrorKind = TransportError["kind"]
 
-/** gRPC status code names as the gRPC spec spells them, lower-cased: `resource_exhausted`. */
-const codeNames: Record<number, string> = {
+/** gRPC status code names as the gRPC spec spells them, lower-cased: `resource_exhausted`. The one table of them. */
+const codeNames: Readonly<Record<number, string>> = {
   [Code.Canceled]: "canceled",
   [Code.Unknown]: "unknown",
   [Code.InvalidArgument]: "invalid_argument",
@@ -35,6 +35,15 @@ const codeNames: Record<number, string> = {
 }
 
 export const grpcCodeName = (code: Code): string => codeNames[code] ?? `code_${code}`
+
+/** The table read the other way, with the British spelling grpc-go also accepts. */
+const codesByName: ReadonlyMap<string, Code> = new Map([
+  ...Object.entries(codeNames).map(([code, name]) => [name, Number(code) as Code] as const),
+  ["cancelled", Code.Canceled]
+])
+
+/** `Code` for a status name in any case (`"unavailable"`, `"RESOURCE_EXHAUSTED"`); undefined for names it does not know. */
+export const grpcCodeOf = (name: string): Code | undefined => codesByName.get(name.toLowerCase())
 
 /**
  * Whether a whole-request failure with this gRPC code can succeed later.

@@ -18,7 +18,7 @@ const validate = (s: DemoSettings) =>
     check(s.poisonEvery >= 0, "--poison-every must be 0 (none) or more"),
     check(s.timeoutMs >= 1, "--timeout-ms must be at least 1"),
     check(
-      Option.match(s.ingestUrl, { onNone: () => true, onSome: (url) => /^https?:\/\/[^/]+/.test(url) }),
+      Option.match(s.ingestUrl, { onNone: () => true, onSome: (url) => /^https?:\/\/[^/]+/i.test(url) }),
       "--ingest-url must be an http:// (h2c) or https:// URL"
     )
   ], { discard: true })

@@ -1,0 +1,146 @@
+/**
+ * One sender's work on one batch: start no request a lease could not cover, send, let `decide`
+ * judge the result, and do what it says: hand the delivered to the delete coalescer, dead-letter
+ * the refused, bisect, give up, or retry what is retryable after the delay the retry Schedule
+ * gives (or give up once the Schedule ends).
+ */
+import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule, Tracer } from "effect"
+import * as Metrics from "../Metrics.ts"
+import type { Store } from "../Store.ts"
+import { batchRequestBytes } from "../transport/rawBatch.ts"
+import type { EventResult, Transport, TransportError } from "../Transport.ts"
+import type { Acks } from "./Acks.ts"
+import { byCode, byLease, decide, type Rejected, type RequestResult } from "./decide.ts"
+import { Lapsed, type Item, type Settle, wireOf } from "./Item.ts"
+import type { RetryInput, RetrySchedule } from "./retrySchedule.ts"
+import { storeWrite } from "./storeWrite.ts"
+import type { TransportHealth } from "./TransportHealth.ts"
+
+export interface SenderContext {
+  readonly transport: Transport["Service"]
+  readonly store: Store["Service"]
+  readonly acks: Acks
+  readonly health: TransportHealth
+  readonly settle: Settle
+  readonly retrySchedule: RetrySchedule
+  /** A request may start only this long before a row's lease ends (its deadline plus slack). */
+  readonly sendMarginMs: number
+}
+
+export const makeSend = (ctx: SenderContext) => {
+  /** One request, in its own span linked to the emit spans. */
+  const request = (items: ReadonlyArray<Item>, attempt: number): Effect.Effect<RequestResult> =>
+    Effect.gen(function*() {
+      const wire = items.map(wireOf)
+      const bytes = batchRequestBytes(wire)
+      yield* Effect.annotateCurrentSpan({ "publish.events": wire.length, "publish.bytes": bytes, "publish.attempt": attempt })
+      yield* Metric.update(Metrics.publishRequestEvents, wire.length)
+      yield* Metric.update(Metrics.publishRequestBytes, bytes)
+      const exit = yield* ctx.transport.publishBatch(wire).pipe(Effect.trackDuration(Metrics.publishLatency), Effect.exit)
+      const status = requestStatus(exit)
+      yield* Metrics.count(Metrics.publishRequests, 1, { status })
+      yield* Effect.annotateCurrentSpan("publish.status", status)
+      return yield* resultOf(items, exit)
+    }).pipe(Effect.withSpan("Publisher.publishBatch", { links: emitLinks(items), kind: "client" }))
+
+  /** Records the request's end for health and metrics; answers it as data for `decide`. */
+  const resultOf = (items: ReadonlyArray<Item>, exit: Exit.Exit<ReadonlyArray<EventResult>, TransportError>): Effect.Effect<RequestResult> => {
+    if (Exit.isSuccess(exit)) return Effect.as(ctx.health.success, { _tag: "Answered", results: exit.value } as const)
+    const error = Cause.findErrorOption(exit.cause)
+    if (error._tag === "None") {
+      return Effect.as(Effect.logError("transport defect", { cause: Cause.pretty(exit.cause) }), { _tag: "Defect" } as const)
+    }
+    const e = error.value
+    return Effect.gen(function*() {
+      yield* ctx.health.failure(e)
+      yield* Metrics.countByKey(Metrics.failed, items.map((i) => i.event), { code: e.code })
+      if (e.kind === "config") yield* Effect.logError("ingest rejected our configuration; rows kept for the retransmitter", { code: e.code, reason: e.reason })
+      return { _tag: "Failed", error: e } as const
+    })
+  }
+
+  const deadLetter = (rejected: ReadonlyArray<Rejected<Item>>) =>
+    Effect.gen(function*() {
+      if (rejected.length === 0) return
+      const now = yield* Clock.currentTimeMillis
+      const written = yield* storeWrite(
+        "dead-letter rejected rows",
+        ctx.store.deadLetter(rejected.map((r) => ({ rowId: r.item.event.rowId, code: r.code, reason: r.reason })), now)
+      )
+      for (const [code, group] of byCode(rejected)) {
+        const items = group.map((r) => r.item)
+        yield* ctx.settle(items, written ? { _tag: "DeadLettered", code, reason: group[0]!.reason } : { _tag: "GivenUp", why: "the dead-letter write failed" })
+      }
+    })
+
+  const acknowledge = (delivered: ReadonlyArray<Item>) =>
+    delivered.length === 0 ? Effect.void : Effect.andThen(
+      ctx.acks.offer(delivered),
+      Metrics.countByKey(Metrics.delivered, delivered.map((i) => i.event))
+    )
+
+  const send = (batch: ReadonlyArray<Item>): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const start = yield* Clock.currentTimeMillis
+      let items = batch
+      let attempt = 0
+      let nextDelay: ((now: number, input: RetryInput) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>) | undefined
+      while (true) {
+        const { lapsed, live } = byLease(items, (yield* Clock.currentTimeMillis) + ctx.sendMarginMs)
+        yield* ctx.settle(lapsed, Lapsed)
+        if (live.length === 0) return
+        attempt++
+        const decision = decide(live, yield* request(live, attempt))
+        switch (decision._tag) {
+          case "Done":
+            yield* acknowledge(decision.delivered)
+            return yield* deadLetter(decision.rejected)
+          case "DeadLetter":
+            return yield* deadLetter(decision.items.map((item) => ({ item, code: decision.code, reason: decision.reason })))
+          case "GiveUp":
+            return yield* ctx.settle(decision.items, { _tag: "GivenUp", why: decision.why })
+          case "Bisect":
+            // Isolate the event(s) the server refuses instead of dead-lettering the whole batch.
+            yield* send(decision.halves[0])
+            return yield* send(decision.halves[1])
+          case "Retry": {
+            yield* acknowledge(decision.delivered)
+            yield* deadLetter(decision.rejected)
+            items = decision.items
+            nextDelay ??= yield* Schedule.toStep(ctx.retrySchedule)
+            const now = yield* Clock.currentTimeMillis
+            // The step fails (Cause.Done) once the Schedule ends: the retry budget is spent.
+            const step = yield* Effect.exit(nextDelay(now, { retryAfterMs: decision.retryAfterMs, elapsedMs: now - start }))
+            if (Exit.isFailure(step)) return yield* ctx.settle(items, { _tag: "GivenUp", why: "retry budget exhausted" })
+            yield* Metrics.count(Metrics.retries, 1, {})
+            if (decision.retryAfterMs !== undefined) yield* Metric.update(Metrics.pushBackWaits, Duration.millis(decision.retryAfterMs))
+            yield* Effect.sleep(step.value[1])
+          }
+        }
+      }
+    })
+
+  return send
+}
+
+/** Links from a delivery span to the emit spans of its events (a bounded number of them). */
+const maxLinks = 32
+const emitLinks = (items: ReadonlyArray<Item>): Array<Tracer.SpanLink> => {
+  const links: Array<Tracer.SpanLink> = []
+  for (const { event } of items) {
+    if (links.length >= maxLinks) break
+    const parts = event.traceparent?.split("-")
+    if (parts === undefined || parts.length !== 4) continue
+    links.push({
+      span: Tracer.externalSpan({ traceId: parts[1]!, spanId: parts[2]!, sampled: parts[3] === "01" }),
+      attributes: { "cloudevents.event_id": event.eventId }
+    })
+  }
+  return links
+}
+
+const requestStatus = (exit: Exit.Exit<unknown, TransportError>) => {
+  if (Exit.isSuccess(exit)) return "ok"
+  const error = Cause.findErrorOption(exit.cause)
+  return error._tag === "Some" ? error.value.code : "defect"
+}
