@@ -348,7 +348,7 @@ export interface BenchArgs {
 }
 
 /** How long each point of a baseline sweep is measured, in seconds. */
-export const sweepSeconds = (args: BenchArgs) => args.baselineSeconds ?? (args.quick ? 0.25 : 1)
+export const sweepSeconds = (args: BenchArgs) => args.baselineSeconds ?? (args.quick ? 0.2 : 1)
 
 export interface ScenarioResult {
   /** Readable report lines. */

@@ -41,7 +41,7 @@ const appendBatch = 1_000
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("drain")
-  const backlog = args.events ?? (args.quick ? 20_000 : 100_000)
+  const backlog = args.events ?? (args.quick ? 10_000 : 100_000)
   return withTables(prefix, Effect.scoped(Effect.gen(function*() {
     const server = yield* ingestServer(args.verifyAll)
     const options = yield* resolveOptions({

@@ -41,7 +41,7 @@ const concurrency = 100
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("e2e")
-  const events = args.events ?? (args.quick ? 20_000 : 100_000)
+  const events = args.events ?? (args.quick ? 10_000 : 100_000)
   const warmup = args.quick ? 3_000 : 10_000
   return withTables(prefix, Effect.scoped(Effect.gen(function*() {
     const server = yield* ingestServer(args.verifyAll)

@@ -40,7 +40,7 @@ const usage = `usage: npm run bench -- [write|e2e|drain|costs] [--json] [--quick
   --seconds N      measuring time of each write phase (default 5)
   --concurrency L  closed-loop levels of write (default 1,10,100)
   --wait-idle S    before each scenario, wait up to S seconds for the machine to be < 25 % busy
-  --baseline-seconds N  how long each point of the raw-PostgreSQL baseline sweep runs (default 1, 0.25 with --quick)
+  --baseline-seconds N  how long each point of the raw-PostgreSQL baseline sweep runs (default 1, 0.2 with --quick)
   --verify-all     the ingest server keeps every event whole and each is verified (default: a 1-in-16 sample)
 
 Exits 1 when a scenario fails or any event is lost, corrupted or out of sequence.`

@@ -36,10 +36,10 @@ const spilled = Effect.map(Metric.value(Metrics.queueFull), (state) => state.cou
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("write")
-  const seconds = args.seconds ?? (args.quick ? 2 : 5)
+  const seconds = args.seconds ?? (args.quick ? 1 : 5)
   const maxEvents = args.events ?? 1_000_000
   const offered = 5_000
-  const baselineRows = args.quick ? 20_000 : 100_000
+  const baselineRows = args.quick ? 10_000 : 100_000
   const concurrencies = args.concurrency ?? [1, 10, 100]
   return withTables(prefix, Effect.gen(function*() {
     const options = yield* resolveOptions({ tablePrefix: prefix }, args.options)

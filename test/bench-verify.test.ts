@@ -1,5 +1,16 @@
 import { assert, describe, it } from "@effect/vitest"
-import { checkDelivery, checkSample, checkSequences, type Emitted, type KeptEvent, repeatsOf } from "../bench/verify.ts"
+import {
+  checkDelivery,
+  checkSample,
+  checkSequences,
+  type Emitted,
+  failures,
+  type KeptEvent,
+  repeatsOf,
+  verificationJson,
+  verificationLines,
+  verify
+} from "../bench/verify.ts"
 
 const none = new Map<string, number>()
 
@@ -123,5 +134,58 @@ describe("bench whole-event check", () => {
 
   it("every copy of a kept id is counted", () => {
     assert.deepStrictEqual([...repeatsOf([kept("a0"), kept("b0"), kept("a0"), kept("a0")])], [["a0", 2]])
+  })
+})
+
+describe("bench verdict", () => {
+  const data = new Uint8Array([7, 7])
+  const emitted = new Map<string, Emitted>([
+    ["e0", { source: "s", type: "t", seq: 1n, data }],
+    ["e1", { source: "s", type: "t", seq: 2n, data }],
+    ["f0", { source: "s", type: "t", seq: 3n, data }]
+  ])
+  const kept = (id: string, seq: bigint, bytes = data): KeptEvent => ({ id, source: "s", type: "t", seqnum: String(seq), data: bytes })
+  const base = {
+    emitted,
+    received: ["e0", "e1", "f0"],
+    duplicates: 0,
+    unacknowledgedSends: new Map<string, number>(),
+    kept: [kept("e0", 1n), kept("f0", 3n)],
+    sampleOneIn: 16,
+    inSample: (id: string) => id.endsWith("0")
+  }
+
+  it("a clean run has no failures", () => {
+    const v = verify(base)
+    assert.deepStrictEqual(failures(v), [])
+    assert.strictEqual(verificationJson(v).verifiedEvents, 2)
+    assert.strictEqual(verificationLines(v).length, 3)
+  })
+
+  it("a lost id fails the run even when the server holds as many other ids", () => {
+    const v = verify({ ...base, received: ["e0", "f0", "zz"] })
+    assert.strictEqual(v.delivery.lost, 1)
+    assert.match(failures(v)[0]!, /1 events lost \(e\.g\. e1\)/)
+  })
+
+  it("a corrupted sampled event fails the run; so does a sampled event the server did not keep", () => {
+    assert.match(failures(verify({ ...base, kept: [kept("e0", 1n, new Uint8Array([7, 8])), kept("f0", 3n)] })).join(), /unlike what was emitted/)
+    assert.match(failures(verify({ ...base, kept: [kept("e0", 1n)] })).join(), /1 sampled events not kept/)
+  })
+
+  it("with every event kept, the received seqnums are checked too: a wrong one is a gap, a duplicate copy is not a repeat", () => {
+    const all = { ...base, sampleOneIn: 1, inSample: () => true }
+    const clean = verify({ ...all, kept: [kept("e0", 1n), kept("e1", 2n), kept("f0", 3n), kept("f0", 3n)], duplicates: 1, unacknowledgedSends: new Map([["f0", 1]]) })
+    assert.deepStrictEqual(failures(clean), [])
+    assert.strictEqual(clean.receivedSequences?.repeats, 0)
+    const shifted = verify({ ...all, kept: [kept("e0", 1n), kept("e1", 2n), kept("f0", 5n)] })
+    assert.strictEqual(shifted.receivedSequences?.gaps, 2)
+    assert.isTrue(failures(shifted).length >= 2)
+  })
+
+  it("a hole in the receipts' seqnums fails the run", () => {
+    const holed = new Map(emitted)
+    holed.set("f0", { source: "s", type: "t", seq: 9n, data })
+    assert.match(failures(verify({ ...base, emitted: holed, kept: [kept("e0", 1n), kept("f0", 9n)] })).join(), /receipts: s\/t: 6 missing/)
   })
 })
