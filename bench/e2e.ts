@@ -6,7 +6,7 @@
 import { Effect } from "effect"
 import { Emitter } from "../src/Emitter.ts"
 import * as baseline from "./baseline.ts"
-import { baselineJson, baselineLines, insertDeleteGrid, ratiosOf } from "./sweep.ts"
+import { baselineJson, baselineLines, bestWithin, insertDeleteGrid, ratiosOf, withinLine } from "./sweep.ts"
 import {
   type BenchArgs,
   benchInput,
@@ -95,6 +95,7 @@ export const run = (args: BenchArgs) => {
       ` (emits done after ${round(emittedMs / 1000, 2)} s: ${int(emitted.eventsPerSecond)} emits/s` +
       `${emitted.errors > 0 ? `; ${emitted.errors} emit errors: ${emitted.firstError}` : ""})`,
       `  ratio: ${round(ratio, 2)} of the limit (targets ≥ 0.5, ≥ 20 000 events/s); ${round(ratioSingleClient, 2)} of the single-client figure`,
+      withinLine(sweep, concurrency, eventsPerSecond),
       `  ingest server: ${int(stats.events)} events in ${int(stats.requests)} requests, ${int(uniqueIds)} unique; rows left ${left}`,
       ...verificationLines(verification),
       `  commit batch mean ${round(internal.commitBatchMean, 1)} (${int(internal.commits)} commits, mean ${round(internal.commitMeanMs, 2)} ms);` +
@@ -114,6 +115,7 @@ export const run = (args: BenchArgs) => {
         scenario: "e2e",
         eventsPerSecond: round(eventsPerSecond, 0),
         ...baselineJson(eventsPerSecond, sweep, base),
+        ratioWithinInFlight: round(eventsPerSecond / (bestWithin(sweep.points, concurrency)?.rowsPerSecond ?? NaN), 3),
         publishP50Ms: round(receiptToAck.p50, 3),
         publishP99Ms: round(receiptToAck.p99, 3),
         publishLatency: "receipt to delivery acknowledged, per event (1 in 16 sampled)",

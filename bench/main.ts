@@ -2,8 +2,13 @@
  * The benchmark: `npm run bench -- [write|e2e|drain|costs] [options]` (`--help` lists them). No
  * scenario runs write, e2e and drain. Each prints a readable report; with `--json` the LAST line
  * of the output is one JSON object (the scenario's, or `{ scenario: "all", write, e2e, drain }`).
- * Every scenario measures a raw-PostgreSQL baseline in the same run, uses its own tables (dropped
- * afterwards), and is bounded in count and time. Profile with
+ * Every scenario measures its raw-PostgreSQL limit in the same run: the best of a sweep over the
+ * client counts and statement sizes the emitter itself may use (bench/sweep.ts, bench/baseline.ts),
+ * and the ratio is taken against it; the old single-client figure is reported beside it. The
+ * delivery scenarios check what the ingest server produced by id (nothing lost, duplicates
+ * explained), and a sample of whole events (all with --verify-all) against what was emitted,
+ * seqnums gap-free (bench/verify.ts); the run exits 1 when anything is lost or wrong. Each scenario
+ * uses its own tables (dropped afterwards), and is bounded in count and time. Profile with
  * `node --cpu-prof --cpu-prof-dir=DIR bench/main.ts e2e` and `node bench/profile.ts DIR/*.cpuprofile`.
  *
  * Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test).

@@ -140,3 +140,23 @@ export const baselineJson = (eventsPerSecond: number, sweep: Sweep, singleClient
     baselineSweep: sweepJson(sweep)
   }
 }
+
+/**
+ * The best point that never has more rows in flight (clients × rows per statement) than
+ * `inFlight`: what raw PostgreSQL does with no more work outstanding than a closed loop of
+ * `inFlight` emitters can offer. Not the limit; it says how much of the gap is batching the
+ * offered load cannot give. Undefined when no point fits.
+ */
+export const bestWithin = <P extends SweepPoint & { readonly rowsPerSecond: number }>(points: ReadonlyArray<P>, inFlight: number): P | undefined => {
+  const fitting = points.filter((p) => p.clients * p.rows <= inFlight)
+  return fitting.length === 0 ? undefined : bestOf(fitting)
+}
+
+/** The line saying what raw PostgreSQL does within `inFlight` rows outstanding. */
+export const withinLine = (sweep: Sweep, inFlight: number, eventsPerSecond: number) => {
+  const within = bestWithin(sweep.points, inFlight)
+  return within === undefined
+    ? `  no sweep point keeps within ${thousands(inFlight)} rows in flight`
+    : `  within ${thousands(inFlight)} rows in flight (what ${thousands(inFlight)} emitters can offer), raw PostgreSQL does ${thousands(within.rowsPerSecond)} rows/s` +
+      ` (${describePoint(within)}): ratio ${(eventsPerSecond / within.rowsPerSecond).toFixed(2)}`
+}

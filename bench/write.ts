@@ -9,7 +9,7 @@ import { Effect, Metric, References } from "effect"
 import { Emitter } from "../src/Emitter.ts"
 import * as Metrics from "../src/Metrics.ts"
 import * as baseline from "./baseline.ts"
-import { baselineJson, baselineLines, insertGrid, ratiosOf } from "./sweep.ts"
+import { baselineJson, baselineLines, bestWithin, insertGrid, ratiosOf, withinLine } from "./sweep.ts"
 import {
   type BenchArgs,
   bounded,
@@ -91,7 +91,8 @@ export const run = (args: BenchArgs) => {
         `      ${cpuLine(c.cpu)}; ${perEventLine(c.cpu, c.eventsPerSecond)}\n` +
         `      ${latencyLine("emit latency", c.latency)}`
       ),
-      `  ratio at 100 emitters: ${round(ratio, 2)} of the limit (target ≥ 0.7, ≥ 30 000 events/s); ${round(ratioSingleClient, 2)} of the single-client figure`,
+      `  ratio at ${at100.concurrency} emitters: ${round(ratio, 2)} of the limit (target ≥ 0.7, ≥ 30 000 events/s); ${round(ratioSingleClient, 2)} of the single-client figure`,
+      withinLine(sweep, at100.concurrency, at100.eventsPerSecond),
       `  ceiling of this process (same emitter, in-memory Store, 100 emitters): ${int(ceiling.eventsPerSecond)} events/s; ${cpuLine(ceiling.cpu)}` +
       (ceilingSpilled > 0 ? `; the publisher fell behind: ${int(ceilingSpilled)} events left to the retransmitter (publish queue full)` : ""),
       `  open loop ${int(open.offeredPerSecond)}/s offered for ${seconds} s (started ${int(open.startedPerSecond)}/s, max start lag ${round(open.maxStartLagMs, 1)} ms` +
@@ -108,6 +109,7 @@ export const run = (args: BenchArgs) => {
         eventsPerSecond: round(at100.eventsPerSecond, 0),
         eventsPerSecondBy: by,
         ...baselineJson(at100.eventsPerSecond, sweep, base),
+        ratioWithinInFlight: round(at100.eventsPerSecond / (bestWithin(sweep.points, at100.concurrency)?.rowsPerSecond ?? NaN), 3),
         emitP50Ms: round(open.latency.p50, 3),
         emitP99Ms: round(open.latency.p99, 3),
         emitP999Ms: round(open.latency.p999, 3),

@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import {
   baselineJson,
   bestOf,
+  bestWithin,
   describePoint,
   drainGrid,
   insertDeleteGrid,
@@ -79,5 +80,15 @@ describe("bench baseline sweep", () => {
   it("a point describes itself", () => {
     assert.strictEqual(describePoint(point(4, 1000, 1, 2000)), "4 clients × 1000 rows, unnest, 2000-id deletes")
     assert.strictEqual(describePoint(point(1, 100, 1)), "1 client × 100 rows, unnest")
+  })
+})
+
+describe("bench sweep within the offered load", () => {
+  it("only points with no more rows in flight than the emitters offer count", () => {
+    const points = [point(1, 100, 84_000), point(2, 100, 120_000), point(4, 1000, 199_000)]
+    assert.strictEqual(bestWithin(points, 100), points[0])
+    assert.strictEqual(bestWithin(points, 200), points[1])
+    assert.strictEqual(bestWithin(points, 10_000), points[2])
+    assert.strictEqual(bestWithin(points, 50), undefined)
   })
 })
