@@ -131,6 +131,7 @@ export const run = (args: BenchArgs) => {
         emitErrors: emitted.errors,
         seconds: round(elapsed / 1000, 3),
         commitBatchMean: round(internal.commitBatchMean, 1),
+        commitMeanMs: round(internal.commitMeanMs, 2),
         requestEventsMean: round(internal.requestEventsMean, 1),
         eventLoopDelayP50Ms: round(eventLoopDelay.p50, 3),
         eventLoopDelayP99Ms: round(eventLoopDelay.p99, 3),

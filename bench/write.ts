@@ -122,6 +122,7 @@ export const run = (args: BenchArgs) => {
         errors: closed.reduce((n, c) => n + c.errors, open.errors),
         closedLoopP99MsBy: Object.fromEntries(closed.map((c) => [c.concurrency, round(c.latency.p99, 3)])),
         commitBatchMeanBy: Object.fromEntries(closed.map((c) => [c.concurrency, round(c.internal.commitBatchMean, 1)])),
+        commitMeanMsBy: Object.fromEntries(closed.map((c) => [c.concurrency, round(c.internal.commitMeanMs, 2)])),
         processCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, c.cpu.processPct])),
         machineCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, c.cpu.machinePct])),
         postgresCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, c.cpu.postgresPct])),
