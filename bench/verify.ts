@@ -35,7 +35,11 @@ export interface DeliveryCheck {
   /** Produced ids nobody expected (another run's, a warm-up's): reported, never netted against `lost`. */
   readonly unexpected: number
   readonly duplicates: number
-  /** Copies no unacknowledged send accounts for: the emitter re-sent something already delivered, or the server recorded one send twice. */
+  /**
+   * Copies no unacknowledged send accounts for: the emitter re-sent something already delivered
+   * (a lease that ran out while the first send was still in flight counts here too: legal
+   * at-least-once, but a cost worth seeing), or the server recorded one send twice.
+   */
   readonly unexplainedDuplicates: number
   readonly unexplainedIds: ReadonlyArray<string>
 }
