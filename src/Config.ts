@@ -14,7 +14,6 @@ export {
   type EmitterOptions,
   type EmitterOptionsInput,
   envName,
-  markdownRows,
   nonNegativeDurations,
   type OptionName,
   optionName,

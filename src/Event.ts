@@ -13,6 +13,7 @@ import { createHash, hash, randomUUID } from "node:crypto"
 import { EventTooLarge, InvalidEvent } from "./Errors.ts"
 import { allocBytes } from "./event/bytes.ts"
 import { type AttributeValue, encodeCloudEvent } from "./event/encode.ts"
+import { isPlainObject, jsonRule, stringRule, textRule, timeRule, uriReferenceRule, uriRule } from "./event/validate.ts"
 import { type CloudEvent, type CloudEventAttributeValue, CloudEventSchema } from "./gen/io/cloudevents/v1/cloudevent_pb.js"
 import type { NewEvent } from "./Store.ts"
 
@@ -22,23 +23,32 @@ export type Json = null | boolean | number | string | ReadonlyArray<Json> | { re
 /** Value of an extension attribute; numbers must be 32-bit integers (CloudEvents `Integer`). */
 export type ExtensionValue = string | number | boolean | Uint8Array | Date
 
-/** The input of `Emitter.emit`. */
+/**
+ * The input of `Emitter.emit`. Every string attribute is a CloudEvents String (no control
+ * characters, noncharacters or unpaired surrogates); input that breaks a rule is refused with
+ * InvalidEvent, never rewritten.
+ */
 export interface EmitInput {
-  /** CloudEvents `source` (URI-reference), non-empty. */
+  /** CloudEvents `source`: a non-empty URI-reference (RFC 3986; non-ASCII characters percent-encoded). */
   readonly source: string
   /** CloudEvents `type`, non-empty. */
   readonly type: string
   /**
    * The body. Bytes travel as `binary_data`, a string as `text_data`, anything else is serialized
-   * as JSON `text_data` with `datacontenttype` defaulting to `application/json`.
+   * as JSON `text_data` with `datacontenttype` defaulting to `application/json`. A string must be
+   * well-formed Unicode (no unpaired surrogates); JSON must be a JSON value: finite numbers, arrays
+   * without holes, plain objects, no cycles (a Map, Set, Date, class instance, function or bigint is
+   * refused, not turned into `{}`, a string or null).
    */
   readonly data?: Uint8Array | string | Json | undefined
+  /** A non-empty String. */
   readonly datacontenttype?: string | undefined
+  /** An absolute URI (RFC 3986). */
   readonly dataschema?: string | undefined
   readonly subject?: string | undefined
-  /** When the occurrence happened (RFC 3339 string or Date). */
+  /** When the occurrence happened: a valid Date or an RFC 3339 date-time naming a real instant. */
   readonly time?: string | Date | undefined
-  /** Extension attributes: names of lower-case letters and digits, at most 20 characters. */
+  /** Extension attributes, a plain object: names of lower-case letters and digits, at most 20 characters. */
   readonly extensions?: Readonly<Record<string, ExtensionValue>> | undefined
   /** Caller's idempotency key; by default the SHA-256 of source, type and body (see `idempotencyKey`). */
   readonly idempotencyKey?: string | undefined
@@ -77,13 +87,23 @@ const timestampAttr = (ms: number): AttributeValue => ({ case: "ceTimestamp", va
 
 const invalid = (field: string, rule: string) => new InvalidEvent({ field, rule })
 
+/** A non-empty CloudEvents String, or the refusal naming `field`. */
+const stringField = (field: string, value: unknown): InvalidEvent | undefined => {
+  if (typeof value !== "string" || value.length === 0) return invalid(field, "must be a non-empty string")
+  const rule = stringRule(value)
+  return rule === undefined ? undefined : invalid(field, rule)
+}
+
 const int32 = (n: number) => Number.isInteger(n) && n >= -2147483648 && n <= 2147483647
 
 const extensionAttr = (name: string, value: ExtensionValue): AttributeValue | InvalidEvent => {
   const field = `extensions.${name}`
   if (!extensionName.test(name)) return invalid(field, "name must be 1 to 20 lower-case letters or digits")
   if (reservedAttributes.has(name)) return invalid(field, "name is reserved")
-  if (typeof value === "string") return stringAttr(value)
+  if (typeof value === "string") {
+    const rule = stringRule(value)
+    return rule === undefined ? stringAttr(value) : invalid(field, rule)
+  }
   if (typeof value === "boolean") return { case: "ceBoolean", value }
   if (typeof value === "number") return int32(value) ? { case: "ceInteger", value } : invalid(field, "a number must be a 32-bit integer")
   if (value instanceof Uint8Array) return { case: "ceBytes", value }
@@ -94,17 +114,16 @@ const extensionAttr = (name: string, value: ExtensionValue): AttributeValue | In
   return invalid(field, "must be a string, 32-bit integer, boolean, Uint8Array or Date")
 }
 
-// RFC 3339 date-time, e.g. 2026-11-25T19:10:41.123Z or 2026-11-25T20:10:41+01:00
-const rfc3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/
-
 const timeMs = (time: string | Date): number | InvalidEvent => {
   if (time instanceof Date) {
     const ms = time.getTime()
     return Number.isNaN(ms) ? invalid("time", "invalid date") : ms
   }
-  if (!rfc3339.test(time)) return invalid("time", "must be an RFC 3339 date-time")
+  if (typeof time !== "string") return invalid("time", "must be an RFC 3339 date-time string or a Date")
+  const rule = timeRule(time)
+  if (rule !== undefined) return invalid("time", rule)
   const ms = Date.parse(time)
-  return Number.isNaN(ms) ? invalid("time", "must be an RFC 3339 date-time") : ms
+  return Number.isNaN(ms) ? invalid("time", "must be a real instant") : ms
 }
 
 type Body =
@@ -115,14 +134,14 @@ type Body =
 const body = (data: EmitInput["data"]): Body | InvalidEvent => {
   if (data === undefined) return { case: undefined, bytes: new Uint8Array(0), contentType: undefined }
   if (data instanceof Uint8Array) return { case: "binaryData", value: data, bytes: data, contentType: undefined }
-  if (typeof data === "string") return { case: "textData", value: data, bytes: encoder.encode(data), contentType: undefined }
-  let json: string | undefined
-  try {
-    json = JSON.stringify(data)
-  } catch (error) {
-    return invalid("data", `not serializable as JSON: ${String(error)}`)
+  if (typeof data === "string") {
+    const rule = textRule(data)
+    return rule === undefined ? { case: "textData", value: data, bytes: encoder.encode(data), contentType: undefined } : invalid("data", rule)
   }
-  if (json === undefined) return invalid("data", "not serializable as JSON")
+  const rule = jsonRule(data)
+  if (rule !== undefined) return invalid("data", `must be a JSON value: ${rule}`)
+  // Checked above: a plain JSON value serializes to its text without throwing or leaving anything out.
+  const json = JSON.stringify(data)
   return { case: "textData", value: json, bytes: encoder.encode(json), contentType: "application/json" }
 }
 
@@ -183,30 +202,40 @@ const keyPrefix = (source: string, type: string): Uint8Array => {
  */
 export const prepare = (input: EmitInput, context: PrepareContext): NewEvent | InvalidEvent | EventTooLarge => {
   if (typeof input !== "object" || input === null) return invalid("event", "must be an object")
-  if (typeof input.source !== "string" || input.source.length === 0) return invalid("source", "must be a non-empty string")
-  if (typeof input.type !== "string" || input.type.length === 0) return invalid("type", "must be a non-empty string")
+  const source = input.source
+  if (typeof source !== "string" || source.length === 0) return invalid("source", "must be a non-empty string")
+  const sourceRule = uriReferenceRule(source)
+  if (sourceRule !== undefined) return invalid("source", sourceRule)
+  const typeRefused = stringField("type", input.type)
+  if (typeRefused !== undefined) return typeRefused
   const data = body(input.data)
   if (data instanceof InvalidEvent) return data
 
   const attributes: Array<readonly [string, AttributeValue]> = []
-  if (input.extensions !== undefined) {
-    for (const name of Object.keys(input.extensions)) {
-      const attr = extensionAttr(name, input.extensions[name]!)
+  const extensions = input.extensions
+  if (extensions !== undefined) {
+    if (!isPlainObject(extensions)) return invalid("extensions", "must be a plain object of name: value")
+    for (const name of Object.keys(extensions)) {
+      const attr = extensionAttr(name, extensions[name] as ExtensionValue)
       if (attr instanceof InvalidEvent) return attr
       attributes.push([name, attr])
     }
   }
   const contentType = input.datacontenttype ?? data.contentType
   if (contentType !== undefined) {
-    if (typeof contentType !== "string" || contentType.length === 0) return invalid("datacontenttype", "must be a non-empty string")
+    const refused = stringField("datacontenttype", contentType)
+    if (refused !== undefined) return refused
     attributes.push(["datacontenttype", stringAttr(contentType)])
   }
   if (input.dataschema !== undefined) {
     if (typeof input.dataschema !== "string" || input.dataschema.length === 0) return invalid("dataschema", "must be a non-empty URI")
+    const rule = uriRule(input.dataschema)
+    if (rule !== undefined) return invalid("dataschema", rule)
     attributes.push(["dataschema", { case: "ceUri", value: input.dataschema }])
   }
   if (input.subject !== undefined) {
-    if (typeof input.subject !== "string" || input.subject.length === 0) return invalid("subject", "must be a non-empty string")
+    const refused = stringField("subject", input.subject)
+    if (refused !== undefined) return refused
     attributes.push(["subject", stringAttr(input.subject)])
   }
   if (input.time !== undefined) {
@@ -214,8 +243,9 @@ export const prepare = (input: EmitInput, context: PrepareContext): NewEvent | I
     if (ms instanceof InvalidEvent) return ms
     attributes.push(["time", timestampAttr(ms)])
   }
-  if (input.idempotencyKey !== undefined && (typeof input.idempotencyKey !== "string" || input.idempotencyKey.length === 0)) {
-    return invalid("idempotencyKey", "must be a non-empty string")
+  if (input.idempotencyKey !== undefined) {
+    const refused = stringField("idempotencyKey", input.idempotencyKey)
+    if (refused !== undefined) return refused
   }
   attributes.push(["idempotencykey", stringAttr(input.idempotencyKey ?? idempotencyKey(input.source, input.type, data.bytes))])
   attributes.push(["recordedtime", timestampAttr(context.now)])
@@ -224,7 +254,7 @@ export const prepare = (input: EmitInput, context: PrepareContext): NewEvent | I
   if (context.tracestate !== undefined && context.tracestate.length > 0) attributes.push(["tracestate", stringAttr(context.tracestate)])
 
   const eventId = randomUUID()
-  const payload = encodeCloudEvent({ id: eventId, source: input.source, type: input.type, attributes, data })
+  const payload = encodeCloudEvent({ id: eventId, source, type: input.type, attributes, data })
   if (payload.length + seqnumReserve > context.maxEventBytes) {
     return new EventTooLarge({ bytes: payload.length + seqnumReserve, maxBytes: context.maxEventBytes })
   }

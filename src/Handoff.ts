@@ -9,7 +9,7 @@ import type { StoredEvent } from "./Store.ts"
 export class Handoff extends Context.Service<Handoff, {
   /**
    * Takes committed events without waiting. Events that do not fit are left in the table for the
-   * retransmitter (their first lease expires), counted and warned about once per full episode.
+   * retransmitter, their rows released (due at once), counted, and warned about once per full episode.
    */
   readonly offer: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
 }>()("durable-emitter/Handoff") {}

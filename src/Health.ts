@@ -1,6 +1,6 @@
 /**
  * Health and table statistics. A stats loop reads `Store.stats` every `statsInterval` and feeds the
- * gauges; `report` judges the loops, the transport, and the backlog against the TTL:
+ * gauges (backlog, payload bytes, the events table's size and dead tuples, …); `report` judges the loops, the transport, and the backlog against the TTL:
  * - unhealthy: a loop stuck or failing repeatedly, the ingest service refusing our configuration,
  *   or the oldest row within 10 % of its TTL (events about to expire);
  * - degraded: the ingest service failing, the oldest row past half its TTL, a queue nearly full;
@@ -60,6 +60,8 @@ const make = Effect.fnUntraced(function*(options: HealthOptions) {
     yield* Metric.update(Metrics.oldestAge, age)
     yield* Metric.update(Metrics.ttlBudget, options.ttlMs - age)
     yield* Metric.update(Metrics.payloadBytes, stats.payloadBytes)
+    yield* Metric.update(Metrics.tableBytes, stats.tableBytes)
+    yield* Metric.update(Metrics.deadTuples, stats.deadTuples)
     yield* Metric.update(Metrics.deadLetters, stats.deadLetters)
     yield* Metric.update(Metrics.publishQueue, state.queued)
     yield* Metric.update(Metrics.writeQueue, yield* sequencer.queued)

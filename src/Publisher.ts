@@ -1,7 +1,8 @@
 /**
  * Delivery of committed events. The pieces, in the order the data flows:
  * - intake (here): `offer` (the write path, never waits) and `submit` (the retransmitter, waits
- *   for room) put items into the bounded publish queue;
+ *   for room) put items into the bounded publish queue; rows `offer` has no room for are released
+ *   to the retransmitters at once (publisher/Overflow.ts);
  * - dispatch (here): one fiber takes batches by count, bytes and linger (publisher/takeBatch.ts)
  *   and starts a sender per batch, at most `publishConcurrency` at once, so one slow or hung
  *   request holds up only itself;
@@ -16,10 +17,10 @@ import { Context, Effect, FiberSet, Layer, Queue, Semaphore } from "effect"
 import { type EmitterOptions, leaseSlack } from "./Config.ts"
 import { seqnumReserve } from "./Event.ts"
 import { Handoff } from "./Handoff.ts"
-import * as Metrics from "./Metrics.ts"
 import * as Acks from "./publisher/Acks.ts"
 import * as Barrier from "./publisher/Barrier.ts"
 import { advance, type Item, item, makeSettle } from "./publisher/Item.ts"
+import * as Overflow from "./publisher/Overflow.ts"
 import { retrySchedule, type RetrySchedule } from "./publisher/retrySchedule.ts"
 import { makeSend } from "./publisher/Sender.ts"
 import * as TakeBatch from "./publisher/takeBatch.ts"
@@ -50,7 +51,7 @@ export interface PublisherState {
 }
 
 export class Publisher extends Context.Service<Publisher, {
-  /** Takes committed events without waiting; what does not fit is left to the retransmitter. */
+  /** Takes committed events without waiting; what does not fit is released to the retransmitter (due now). */
   readonly offer: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
   /** Takes events, waiting for room (the retransmitter's path: backpressure, not loss). */
   readonly submit: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
@@ -99,8 +100,7 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
   })
   /** False once shutdown begins: nothing new is accepted. */
   let accepting = true
-  /** The queue has refused events since it was last empty: warn once per episode. */
-  let fullEpisode = false
+  const overflow = yield* Overflow.make(options, store)
 
   // ---- intake --------------------------------------------------------------------------------
 
@@ -111,15 +111,7 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
       let taken = 0
       while (taken < events.length && Queue.offerUnsafe(queue, item(events[taken]!, epoch))) taken++
       barrier.accepted(epoch, taken)
-      if (taken === events.length) return Effect.void
-      const left = events.length - taken
-      const counted = Metrics.count(Metrics.queueFull, left, {})
-      if (fullEpisode) return counted
-      fullEpisode = true
-      return counted.pipe(Effect.andThen(Effect.logWarning(
-        "publish queue full: committed events are left to the retransmitter until it drains",
-        { left, capacity: options.publishQueueCapacity }
-      )))
+      return taken === events.length ? Effect.void : overflow.spill(taken === 0 ? events : events.slice(taken))
     })
 
   const submit = (events: ReadonlyArray<StoredEvent>): Effect.Effect<void> =>
@@ -164,9 +156,10 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
   /** Each turn takes a batch and starts its sender; an item over the byte budget starts the next batch. */
   const dispatch = (held: Item | undefined): Effect.Effect<Item | undefined> =>
     Effect.flatMap(TakeBatch.take(queue, limits, held), (batch) => {
-      if (Queue.sizeUnsafe(queue) === 0) fullEpisode = false
       advance(batch.items, "sending")
-      return Effect.as(startSender(batch.items), batch.held)
+      const started = Effect.as(startSender(batch.items), batch.held)
+      // An empty queue ends a full-queue episode (a no-op when there is none).
+      return Queue.sizeUnsafe(queue) === 0 ? Effect.andThen(overflow.drained(), started) : started
     })
   yield* Effect.forkScoped(Effect.gen(function*() {
     let held: Item | undefined // this fiber's own: the item the last batch had no room for

@@ -1,8 +1,11 @@
 /**
  * The write path. Concurrent `submit` calls wait in a bounded queue; a few committer fibers take
  * what is waiting (up to `writeBatchSize` rows, after an optional linger) and write it with ONE
- * `Store.append`. Every caller is answered after the commit, never before; a failed or timed-out
- * commit fails every caller of that batch. Committed events go to the Handoff without waiting.
+ * `Store.append`. Every caller is answered after the commit, never before, and within
+ * `commitTimeout` of its submit: half of it for the queue (a watchdog refuses what waited longer,
+ * even while every committer is busy), half for the commit. A batch the database refuses for one
+ * event's data is split until that event fails alone; a commit whose outcome is unknown is
+ * resolved by looking its events up. Committed events go to the Handoff without waiting.
  */
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Queue, Semaphore } from "effect"
 import type { EmitterOptions } from "./Config.ts"
@@ -10,6 +13,7 @@ import { CommitFailed, EmitterClosed, EmitterOverloaded, StoreError } from "./Er
 import { Handoff } from "./Handoff.ts"
 import * as Metrics from "./Metrics.ts"
 import * as TakeBatch from "./publisher/takeBatch.ts"
+import * as Outcome from "./sequencer/outcome.ts"
 import { type Appended, type NewEvent, Store, type StoredEvent } from "./Store.ts"
 
 export type SequencerOptions = Pick<
@@ -26,6 +30,12 @@ interface Pending {
   readonly done: Deferred.Deferred<ReadonlyArray<Appended>, CommitFailed>
   /** Clock time of the submit: emit latency is measured from it. */
   readonly submittedAt: number
+  /** Until then the group may wait in the queue; later it could not commit within commitTimeout. */
+  readonly refuseAt: number
+  /** submittedAt + commitTimeout: the caller is answered by then. */
+  readonly deadline: number
+  /** Set when a committer took it: from then on the commit path answers it, not the watchdog. */
+  taken: boolean
 }
 
 export class Sequencer extends Context.Service<Sequencer, {
@@ -36,17 +46,6 @@ export class Sequencer extends Context.Service<Sequencer, {
 }>()("durable-emitter/Sequencer") {
   static readonly layer = (options: SequencerOptions): Layer.Layer<Sequencer, never, Store | Handoff> =>
     Layer.effect(Sequencer, make(options))
-}
-
-const toCommitFailed = (cause: Cause.Cause<StoreError | Cause.TimeoutError>): CommitFailed => {
-  const error = Cause.findErrorOption(cause)
-  if (error._tag === "Some" && error.value instanceof StoreError) {
-    // A retryable store error (connection lost, timeout) may have happened after the commit.
-    return new CommitFailed({ reason: error.value.message, retryable: error.value.retryable, committed: error.value.retryable ? "unknown" : "no" })
-  }
-  if (error._tag === "Some") return new CommitFailed({ reason: "the commit timed out", retryable: true, committed: "unknown" })
-  if (Cause.hasInterruptsOnly(cause)) return new CommitFailed({ reason: "the emitter stopped during the commit", retryable: true, committed: "unknown" })
-  return new CommitFailed({ reason: `unexpected failure: ${Cause.pretty(cause)}`, retryable: false, committed: "unknown" })
 }
 
 const make = Effect.fnUntraced(function*(options: SequencerOptions) {
@@ -61,43 +60,129 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     lingerMs: options.writeLingerMs
   }
 
+  const commitBudgetMs = Outcome.commitBudgetMs(options.commitTimeoutMs)
+  const queueBudgetMs = options.commitTimeoutMs - commitBudgetMs
+  const backlog = makeBacklog()
+  let episode: Outcome.Episode | undefined
+
   const commit = (taken: ReadonlyArray<Pending>) =>
     Effect.gen(function*() {
+      for (const p of taken) p.taken = true
+      backlog.first()
       const now = yield* Clock.currentTimeMillis
-      // A caller waits at most commitTimeout in the queue (the commit itself is bounded below):
-      // events that waited longer are refused uncommitted rather than answered late.
-      const batch = yield* refuseStale(taken, now)
-      if (batch.length === 0) return
-      const events = batch.length === 1 ? batch[0]!.events : batch.flatMap((p) => p.events)
+      // Whatever waited past its share of the queue is refused, uncommitted: it could not be
+      // answered within commitTimeout if the commit took its full budget.
+      const batch = refuseStale(taken, now)
+      if (batch.length > 0) yield* commitGroup(batch)
+    }).pipe(
+      // Whatever happens (a defect, an interruption at shutdown), no caller of this batch waits forever.
+      Effect.onExit((exit) =>
+        Exit.isSuccess(exit) ? Effect.void : Effect.forEach(taken, (p) => Deferred.fail(p.done, Outcome.toCommitFailed(exit.cause)), { discard: true })
+      ),
+      Effect.ignoreCause
+    )
+
+  /** Commits a group of callers in one append; on a refusal of one event's data, each half alone. */
+  const commitGroup = (group: ReadonlyArray<Pending>): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const budget = Math.min(commitBudgetMs, deadlineOf(group) - now)
+      if (budget <= 0) return yield* failAll(group, Outcome.backedUp)
+      const events = group.length === 1 ? group[0]!.events : group.flatMap((p) => p.events)
       const leaseUntil = now + options.firstLeaseMs
       const exit = yield* store.append(events, { now, nextAttemptAt: leaseUntil }).pipe(
-        Effect.timeout(options.commitTimeoutMs),
+        Effect.timeout(budget),
         Metrics.trackCommit(events.length),
         Effect.exit
       )
-      if (Exit.isFailure(exit)) {
-        const error = toCommitFailed(exit.cause)
-        yield* Effect.logWarning("commit failed", { events: events.length, reason: error.reason, retryable: error.retryable })
-        for (const p of batch) yield* Deferred.fail(p.done, error)
-        return
+      if (Exit.isSuccess(exit)) return yield* committed(group, events, exit.value, now, leaseUntil)
+      const error = Outcome.toCommitFailed(exit.cause)
+      const storeError = Cause.findErrorOption(exit.cause)
+      if (storeError._tag === "Some" && storeError.value instanceof StoreError && Outcome.refusedForItsData(storeError.value)) {
+        if (group.length === 1) return yield* failAll(group, Outcome.refusedAlone(error))
+        const half = Math.ceil(group.length / 2)
+        yield* commitGroup(group.slice(0, half))
+        return yield* commitGroup(group.slice(half))
       }
-      const appended = exit.value
-      const committed = events.map((event, i): StoredEvent => ({
+      if (error.committed === "unknown") {
+        const found = yield* resolve(group, events, now, leaseUntil)
+        if (found === "committed") return
+        if (found === "not committed") {
+          return yield* failed(group, new CommitFailed({ reason: `${error.reason} (looked up afterwards: not committed)`, retryable: true, committed: "no" }))
+        }
+      }
+      yield* failed(group, error)
+    })
+
+  /** Hands a committed group's events off, then answers its callers; a success ends a failure episode. */
+  const committed = (
+    group: ReadonlyArray<Pending>,
+    events: ReadonlyArray<NewEvent>,
+    appended: ReadonlyArray<Appended>,
+    now: number,
+    leaseUntil: number
+  ) =>
+    Effect.gen(function*() {
+      const rows = events.map((event, i): StoredEvent => ({
         rowId: appended[i]!.rowId, eventId: event.eventId, source: event.source, type: event.type,
         seq: appended[i]!.seq, payload: event.payload, createdAt: now, attempts: 0, leaseUntil,
         traceparent: event.traceparent
       }))
       yield* Metrics.countByKey(Metrics.emits, events)
       // Hand off before answering, so that an emit that has returned is covered by a later flush.
-      yield* handoff.offer(committed)
-      yield* answer(batch, appended)
-    }).pipe(
-      // Whatever happens (a defect, an interruption at shutdown), no caller of this batch waits forever.
-      Effect.onExit((exit) =>
-        Exit.isSuccess(exit) ? Effect.void : Effect.forEach(taken, (p) => Deferred.fail(p.done, toCommitFailed(exit.cause)), { discard: true })
-      ),
-      Effect.ignoreCause
-    )
+      yield* handoff.offer(rows)
+      yield* answer(group, appended)
+      if (episode !== undefined) yield* endEpisode
+    })
+
+  const endEpisode = Effect.suspend(() => {
+    const ended = episode
+    episode = undefined
+    if (ended === undefined) return Effect.void
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.logInfo("commits succeed again", Outcome.episodeSummary(ended, now)))
+  })
+
+  /** Fails a group's callers, counting the failure in the episode (warned once, when it starts). */
+  const failed = (group: ReadonlyArray<Pending>, error: CommitFailed) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const starts = episode === undefined
+      episode = Outcome.failureIn(episode, now, error, group.length)
+      if (starts) {
+        yield* Effect.logWarning("commits failing; further failures are counted until a commit succeeds", {
+          reason: error.reason, retryable: error.retryable, committed: error.committed, emits: group.length
+        })
+      }
+      yield* failAll(group, error)
+    })
+
+  /**
+   * The outcome of an append that ended without an answer: once the database has certainly ended
+   * the statement (its own bound is shorter than the commit budget), looks the events up, within
+   * the callers' time. Until their lease passes nobody else can have claimed or deleted the rows.
+   */
+  const resolve = (group: ReadonlyArray<Pending>, events: ReadonlyArray<NewEvent>, sentAt: number, leaseUntil: number) =>
+    Effect.gen(function*() {
+      const deadline = Math.min(deadlineOf(group), leaseUntil)
+      const settledAt = sentAt + commitBudgetMs
+      const ids = events.map((e) => e.eventId)
+      let now = yield* Clock.currentTimeMillis
+      if (now < settledAt) yield* Effect.sleep(settledAt - now)
+      while ((now = yield* Clock.currentTimeMillis) < deadline) {
+        const exit = yield* store.lookup(ids, leaseUntil).pipe(Effect.timeout(deadline - now), Effect.exit)
+        if (Exit.isSuccess(exit)) {
+          const appended = inInputOrder(ids, exit.value)
+          if (appended !== undefined) {
+            yield* committed(group, events, appended, sentAt, leaseUntil)
+            return "committed" as const
+          }
+          // One transaction: all of its rows or none of them.
+          return exit.value.length === 0 ? "not committed" as const : "unknown" as const
+        }
+        yield* Effect.sleep(Math.min(lookupRetryMs, Math.max(1, deadline - now)))
+      }
+      return "unknown" as const
+    })
 
   /**
    * Answers every caller of a committed batch and records its emit latency: one synchronous step
@@ -147,8 +232,39 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     { concurrency: "unbounded" }
   )
 
-  // Shutdown: refuse new events, commit what is queued, then stop. Runs before the committers are
-  // interrupted (finalizers run in reverse order of registration).
+  /** Refuses, uncommitted, what waited past its share of the queue; skips what is answered already. */
+  const refuseStale = (batch: ReadonlyArray<Pending>, now: number): ReadonlyArray<Pending> => {
+    let fresh = 0
+    for (const p of batch) {
+      if (Deferred.isDoneUnsafe(p.done)) continue
+      if (now >= p.refuseAt) Deferred.doneUnsafe(p.done, Exit.fail(Outcome.backedUp))
+      else fresh++
+    }
+    return fresh === batch.length ? batch : batch.filter((p) => !Deferred.isDoneUnsafe(p.done))
+  }
+
+  const refuseIfQueued = (p: Pending) => {
+    if (!p.taken) Deferred.doneUnsafe(p.done, Exit.fail(Outcome.backedUp))
+  }
+
+  /**
+   * Refuses queued emits when their share of the queue has passed, even while every committer is
+   * busy. It sleeps until the oldest one's time: queue order is submit order, and one that
+   * arrives while the watchdog sleeps is younger than what it sleeps for.
+   */
+  const watchdog = Effect.gen(function*() {
+    while (true) {
+      const now = yield* Clock.currentTimeMillis
+      const oldest = backlog.first()
+      if (oldest === undefined) yield* Effect.sleep(queueBudgetMs)
+      else if (oldest.refuseAt > now) yield* Effect.sleep(oldest.refuseAt - now)
+      else refuseIfQueued(oldest)
+    }
+  })
+  yield* Effect.forkScoped(watchdog)
+
+  // Shutdown: refuse new events, commit what is queued, then stop. Runs before the committers and
+  // the watchdog are interrupted (finalizers run in reverse order of registration).
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       yield* Queue.end(queue)
@@ -160,18 +276,12 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
         const closed = new CommitFailed({ reason: "the emitter closed before the commit", retryable: true, committed: "no" })
         yield* Effect.forEach(stranded, (p) => Deferred.fail(p.done, closed), { discard: true })
       }
+      if (episode !== undefined) {
+        const now = yield* Clock.currentTimeMillis
+        yield* Effect.logWarning("stopped while commits were failing", Outcome.episodeSummary(episode, now))
+      }
     })
   )
-
-  const refuseStale = (batch: ReadonlyArray<Pending>, now: number) => {
-    const stale = batch.filter((p) => now - p.submittedAt >= options.commitTimeoutMs)
-    if (stale.length === 0) return Effect.succeed(batch)
-    const error = new CommitFailed({ reason: "no commit within commitTimeout: the write queue is backed up", retryable: true, committed: "no" })
-    return Effect.as(
-      Effect.forEach(stale, (p) => Deferred.fail(p.done, error), { discard: true }),
-      batch.filter((p) => !stale.includes(p))
-    )
-  }
 
   /** The slow path of a submit: the queue is full (wait for room, up to enqueueTimeout) or closed. */
   const enqueue = (pending: Pending): Effect.Effect<void, EmitterOverloaded | EmitterClosed> => {
@@ -185,14 +295,77 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     )
   }
 
+  /** A submit that waited for room in the queue: it is not in the backlog, so it has a timer of its own. */
+  const awaitSlow = (pending: Pending) =>
+    Effect.raceFirst(
+      Deferred.await(pending.done),
+      Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sleep(Math.max(0, pending.refuseAt - now))).pipe(
+        Effect.andThen(Effect.sync(() => refuseIfQueued(pending))),
+        Effect.andThen(Deferred.await(pending.done))
+      )
+    )
+
   const submit = (events: ReadonlyArray<NewEvent>): Effect.Effect<ReadonlyArray<Appended>, SubmitError> =>
     events.length === 0 ? Effect.succeed([]) : Effect.withFiber((fiber) => {
       const done = Deferred.makeUnsafe<ReadonlyArray<Appended>, CommitFailed>()
-      const pending: Pending = { events, done, submittedAt: fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() }
-      // No timeout here (it would cost a timer per emit): the committer refuses what waited longer
-      // than commitTimeout and bounds each commit by it, and shutdown fails what is stranded.
-      return Queue.offerUnsafe(queue, pending) ? Deferred.await(done) : Effect.andThen(enqueue(pending), Deferred.await(done))
+      const submittedAt = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+      const pending: Pending = {
+        events, done, submittedAt, refuseAt: submittedAt + queueBudgetMs, deadline: submittedAt + options.commitTimeoutMs, taken: false
+      }
+      // No timer per emit: the watchdog refuses what waited too long in the queue, each commit is
+      // bounded by the commit budget, and shutdown fails what is stranded.
+      if (Queue.offerUnsafe(queue, pending)) {
+        backlog.push(pending)
+        return Deferred.await(done)
+      }
+      return Effect.andThen(enqueue(pending), awaitSlow(pending))
     })
 
   return Sequencer.of({ submit, queued: Effect.sync(() => Queue.sizeUnsafe(queue)) })
 })
+
+/** Between lookups of an unknown outcome while the database does not answer. */
+const lookupRetryMs = 200
+
+const deadlineOf = (group: ReadonlyArray<Pending>) => {
+  let deadline = Infinity
+  for (const p of group) if (p.deadline < deadline) deadline = p.deadline
+  return deadline
+}
+
+const failAll = (group: ReadonlyArray<Pending>, error: CommitFailed) =>
+  Effect.sync(() => {
+    for (const p of group) Deferred.doneUnsafe(p.done, Exit.fail(error))
+  })
+
+/** The rows found for `ids`, in their order; undefined unless every id was found. */
+const inInputOrder = (ids: ReadonlyArray<string>, found: ReadonlyArray<Appended>): ReadonlyArray<Appended> | undefined => {
+  if (found.length !== ids.length) return undefined
+  const byId = new Map(found.map((a) => [a.eventId, a]))
+  const ordered = ids.map((id) => byId.get(id))
+  return ordered.every((a) => a !== undefined) ? ordered as ReadonlyArray<Appended> : undefined
+}
+
+/**
+ * The emits in the queue, in queue order (the Queue cannot be looked into past its head), for the
+ * watchdog. Committers take from the front, so what they took is dropped from the front too.
+ */
+const makeBacklog = () => {
+  let items: Array<Pending> = []
+  let head = 0
+  return {
+    push: (p: Pending) => void items.push(p),
+    /** The oldest emit still queued and unanswered. */
+    first: (): Pending | undefined => {
+      while (head < items.length && (items[head]!.taken || Deferred.isDoneUnsafe(items[head]!.done))) head++
+      if (head === items.length) {
+        items = []
+        head = 0
+      } else if (head > 1024 && head * 2 > items.length) {
+        items = items.slice(head)
+        head = 0
+      }
+      return items[head]
+    }
+  }
+}

@@ -27,8 +27,9 @@ export interface Appended {
   readonly seq: bigint
 }
 
-/** A row of the events table. */
-export interface StoredEvent {
+/** What every stored copy of an event holds, in the events table or the dead letters. */
+export interface EventRecord {
+  /** Row identity in the events table (a dead letter keeps it). */
   readonly rowId: bigint
   readonly eventId: string
   readonly source: string
@@ -36,6 +37,10 @@ export interface StoredEvent {
   readonly seq: bigint
   readonly payload: Uint8Array
   readonly createdAt: number
+}
+
+/** A row of the events table. */
+export interface StoredEvent extends EventRecord {
   /** Claims so far (the fast path does not count). */
   readonly attempts: number
   /**
@@ -49,14 +54,7 @@ export interface StoredEvent {
 }
 
 /** A row moved to the dead-letter table. */
-export interface DeadLetter {
-  readonly rowId: bigint
-  readonly eventId: string
-  readonly source: string
-  readonly type: string
-  readonly seq: bigint
-  readonly payload: Uint8Array
-  readonly createdAt: number
+export interface DeadLetter extends EventRecord {
   readonly deadLetteredAt: number
   readonly attempts: number
   /** Why: a PublishErrorCode name, a gRPC status name, "expired", "UNDECODABLE", … */
@@ -115,6 +113,16 @@ export interface StoreStats {
   readonly deadLetters: number
   /** False when backlog / payloadBytes are planner estimates (large tables). */
   readonly exact: boolean
+  /**
+   * Bytes the events table takes: heap, indexes, TOAST and every partition (PostgreSQL's
+   * `pg_total_relation_size` over its partition tree); for the in-memory store, its payload bytes.
+   */
+  readonly tableBytes: number
+  /**
+   * Dead row versions in the events table that no vacuum has reclaimed yet, from PostgreSQL's
+   * statistics (which lag a moment behind; 0 where none are kept, as in memory).
+   */
+  readonly deadTuples: number
 }
 
 /** Backlog per source and type, for `inspect`. */
@@ -135,6 +143,13 @@ export class Store extends Context.Service<Store, {
     events: ReadonlyArray<NewEvent>,
     options: { readonly now: number; readonly nextAttemptAt: number }
   ) => Effect.Effect<ReadonlyArray<Appended>, StoreError>
+  /**
+   * The rows an `append` with first lease `nextAttemptAt` wrote for these events: for an append
+   * whose outcome is unknown (the connection was lost after the statement was sent). Until the
+   * lease passes nobody claims or deletes those rows, so once that append has ended (the database
+   * bounds it) an event not found was not committed. Answers in no particular order.
+   */
+  readonly lookup: (eventIds: ReadonlyArray<string>, nextAttemptAt: number) => Effect.Effect<ReadonlyArray<Appended>, StoreError>
   /** Deletes delivered rows; unknown ids are ignored. Returns how many rows were deleted. */
   readonly delete: (rowIds: ReadonlyArray<bigint>) => Effect.Effect<number, StoreError>
   /** Claims due rows (next_attempt_at <= now) with FOR UPDATE SKIP LOCKED, oldest first, and leases them. */

@@ -149,6 +149,22 @@ describe.concurrent("durable-emitter CLI", () => {
     assert.match(noTables.stderr, /no table no_such_prefix_here_events .*durable-emitter migrate/)
   })
 
+  it("a store setting that cannot work is refused before anything is opened, naming the flag or the variable", async () => {
+    const [emptyUrl, mysql, badPrefix] = await Promise.all([
+      cli(["inspect"], { DATABASE_URL: "" }),
+      cli(["migrate", "--database-url", "mysql://u:s3cret@h/db"]),
+      cli(["demo", "--table-prefix", "Bad"])
+    ])
+    assert.strictEqual(emptyUrl.code, 1)
+    assert.match(emptyUrl.stderr, /^error: invalid configuration: DATABASE_URL: is set but empty/m)
+    assert.strictEqual(mysql.code, 1)
+    assert.match(mysql.stderr, /^error: invalid configuration: --database-url: must be a postgres:\/\/ or postgresql:\/\/ URL/m)
+    assert.notInclude(mysql.stderr, "s3cret")
+    assert.strictEqual(badPrefix.code, 1)
+    assert.match(badPrefix.stderr, /^error: invalid configuration: --table-prefix: must be/m)
+    for (const run of [emptyUrl, mysql, badPrefix]) noStackTrace(run.stderr)
+  })
+
   it("migrate creates the tables and says so, then has nothing to do; inspect shows the backlog", async () => {
     const prefix = freshPrefix()
     try {
@@ -340,6 +356,7 @@ describe("durable-emitter demo", () => {
       assert.strictEqual(run.code, 1, `${run.stdout}\n${run.stderr}`)
       assert.deepInclude(lastJson(run.stdout), { emitted: 200, delivered: 0, lost: 200, pending: 200, duplicates: null, verifiedBy: "emitter" })
       assert.match(run.stdout, /tables kept: demo_/)
+      assert.match(run.stdout, /^ {2}why {12}the last delivery attempt failed: .*ECONNREFUSED/m) // the cause, not only a count
       assert.match(run.stderr, /^error: 200 committed events were lost: neither delivered nor dead-lettered \(200 still waiting in the table, which is kept\)$/m)
       assert.isTrue(await tableExists(prefix!))
     } finally {

@@ -3,10 +3,11 @@
  * server over loopback HTTP/2. Real time, short timeouts.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Layer, Metric, Redacted } from "effect"
 import { DurableEmitter } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
 import type * as Config from "../src/Config.ts"
+import * as Metrics from "../src/Metrics.ts"
 import { Store } from "../src/Store.ts"
 import { type IngestServerHandle, startIngestServer } from "../src/testing/IngestServer.ts"
 import { databaseUrl, scopedPrefix } from "./support/pg.ts"
@@ -152,6 +153,23 @@ describe("delivery over loopback HTTP/2", () => {
         const up = yield* Emitter.health
         assert.strictEqual(up.status, "healthy", up.reasons.join("; "))
         assert.isDefined(up.transport.lastSuccessAt)
+      })))
+
+  it.live("events a full publish queue refused are delivered as soon as there is room, not after their first lease", () =>
+    withEmitter({
+      retransmit: true, retransmitInterval: "200 millis", firstLease: "30 seconds",
+      publishQueueCapacity: 20, claimBatchSize: 20, publishBatchSize: 10, publishConcurrency: 1
+    }, (server) =>
+      Effect.gen(function*() {
+        const overflowedBefore = (yield* Metric.value(Metrics.queueFull)).count
+        server.faults.latency(200)
+        const started = Date.now()
+        const receipts = yield* emitMany(300)
+        server.faults.latency(0)
+        assert.isAbove((yield* Metric.value(Metrics.queueFull)).count - overflowedBefore, 0, "the queue overflowed")
+        yield* Effect.promise(() => server.received.waitFor((s) => s.uniqueIds! >= 300, 20_000))
+        assert.isBelow(Date.now() - started, 30_000, "delivered before the first lease ended")
+        assert.deepStrictEqual([...server.received.ids].sort(), receipts.map((r) => r.id).sort())
       })))
 
   it.live("shutdown delivers what was emitted before the scope closed", () =>

@@ -2,6 +2,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
 import * as Config from "../src/Config.ts"
+import { markdownRows } from "../src/config/options.ts"
 
 const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8")
 
@@ -15,6 +16,6 @@ describe("README", () => {
 
   it("has the configuration table generated from the option table (same rows, order, defaults and docs)", () => {
     const rows = readme.split("\n").filter((line) => /^\| `\w+` \| `[A-Z_]+` \|/.test(line))
-    assert.deepStrictEqual(rows, [...Config.markdownRows()], `expected README rows:\n${Config.markdownRows().join("\n")}`)
+    assert.deepStrictEqual(rows, [...markdownRows()], `expected README rows:\n${markdownRows().join("\n")}`)
   })
 })

@@ -99,6 +99,10 @@ describe("recovery of problem rows", () => {
         assert.strictEqual(loop.consecutiveFailures, 0)
         assert.isAtLeast(loop.lastSuccessAt!, Date.now() - 1_000)
         assert.notStrictEqual(health.status, "unhealthy", health.reasons.join("; "))
+        // health and the gauges show the events table's size and its dead tuples
+        assert.isAbove(health.table?.tableBytes ?? 0, 0)
+        assert.isAtLeast(health.table?.deadTuples ?? -1, 0)
+        assert.isAbove((yield* Metric.value(Metrics.tableBytes)).value, 0)
         assert.strictEqual((yield* store.listDeadLetters({})).length, 2)
         const after = yield* Emitter.emit({ source: "app", type: "fresh", data: "after" })
         yield* Emitter.flush

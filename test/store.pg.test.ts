@@ -111,6 +111,37 @@ describe("PgStore on a large table", () => {
     }).pipe(Effect.scoped, Effect.provide(ClientLayer)), 60_000)
 })
 
+describe("PgStore storage figures", () => {
+  it.live("tableBytes is the whole table (heap, indexes, TOAST); deletes show as dead tuples until a vacuum", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const { prefix, store } = yield* scopedStore
+      const events = Array.from({ length: 1000 }, () => newEvent("s", "t", new Uint8Array(200)))
+      const rows = yield* store.append(events, { now: 0, nextAttemptAt: 0 })
+      const [size] = yield* sql.unsafe<{ total: number }>(
+        `SELECT pg_total_relation_size('${prefix}_events')::float8 AS total`
+      )
+      const full = yield* store.stats
+      assert.strictEqual(full.tableBytes, size!.total)
+      assert.isAbove(full.tableBytes, full.payloadBytes)
+      yield* store.delete(rows.slice(0, 600).map((row) => row.rowId))
+      // PostgreSQL's statistics reach the shared counters a moment after the transaction
+      let dead = 0
+      for (let i = 0; i < 150 && dead < 600; i++) {
+        dead = (yield* store.stats).deadTuples
+        if (dead < 600) yield* Effect.sleep(100)
+      }
+      assert.strictEqual(dead, 600)
+      yield* sql.unsafe(`VACUUM ${prefix}_events`)
+      let after = dead
+      for (let i = 0; i < 150 && after > 0; i++) {
+        after = (yield* store.stats).deadTuples
+        if (after > 0) yield* Effect.sleep(100)
+      }
+      assert.strictEqual(after, 0)
+    }).pipe(Effect.scoped, Effect.provide(ClientLayer)), 60_000)
+})
+
 // ---------------------------------------------------------------------------------------------
 // Several OS processes on one database
 

@@ -5,9 +5,12 @@
  * driven by the real transport with events encoded as the emitter encodes them.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { create, toBinary } from "@bufbuild/protobuf"
 import { Effect } from "effect"
 import { EventTooLarge, InvalidEvent } from "../src/Errors.ts"
 import * as Event from "../src/Event.ts"
+import { CloudEventSchema } from "../src/gen/io/cloudevents/v1/cloudevent_pb.js"
+import { decodeEnvelope, decodeReceived } from "../src/testing/ingestModel.ts"
 import { IngestServer } from "../src/testing/IngestServer.ts"
 import { makeIngestServerProcess } from "../src/testing/IngestServerProcess.ts"
 import { SeqnumLedger, SeqnumRanges, seqnumValue } from "../src/testing/seqnumLedger.ts"
@@ -74,6 +77,35 @@ describe("SeqnumRanges", () => {
       ["1", "0", "900719925474099", "12a", "", " 1", "-1", "1234567890123456"].map(seqnumValue),
       [1, 0, 900719925474099, undefined, undefined, undefined, undefined, undefined]
     )
+  })
+})
+
+describe("the envelope's seqnum", () => {
+  it("is read as the whole decoding reads it, whatever the encoding of the attribute", () => {
+    const encoded = (attributes: Record<string, { case: "ceInteger"; value: number } | { case: "ceString"; value: string }>) =>
+      toBinary(
+        CloudEventSchema,
+        create(CloudEventSchema, {
+          id: "i",
+          source: "s",
+          specVersion: "1.0",
+          type: "t",
+          attributes: Object.fromEntries(Object.entries(attributes).map(([k, attr]) => [k, { attr }]))
+        })
+      )
+    const cases: Array<[string, Uint8Array, string | undefined]> = [
+      ["stamped by the emitter", wireEvent("s", "t", 12345), "12345"],
+      ["stamped twice (the last wins)", Event.withSeqnum(wireEvent("s", "t", 1), 2n), "2"],
+      ["ce_integer", encoded({ a: { case: "ceString", value: "x" }, seqnum: { case: "ceInteger", value: 7 } }), "7"],
+      ["ce_string by the generated encoder", encoded({ seqnum: { case: "ceString", value: "88" } }), "88"],
+      ["a longer key", encoded({ seqnumx: { case: "ceString", value: "9" } }), undefined],
+      ["absent", encoded({ other: { case: "ceString", value: "9" } }), undefined]
+    ]
+    for (const [name, payload, seqnum] of cases) {
+      assert.strictEqual(decodeEnvelope(payload, 0, true).seqnum, seqnum, name)
+      assert.strictEqual(decodeReceived(payload, 0).seqnum, seqnum, name)
+      assert.isUndefined(decodeEnvelope(payload, 0).seqnum, `${name}: not read unless asked for`)
+    }
   })
 })
 

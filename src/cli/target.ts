@@ -39,24 +39,39 @@ export interface StoreFlags {
 /** The flag that sets each store option: an error in a flag's value names the flag, not the option. */
 const flagOf = { databaseUrl: "--database-url", dataDir: "--data-dir", tablePrefix: "--table-prefix" } as const
 
-/** The environment's options with the flags on top, resolved and validated. */
-export const resolveOptions = (flags: StoreFlags, overrides: Config.EmitterOptionsInput = {}) =>
+/** The store options the flags set. */
+const fromFlags = (flags: StoreFlags): Config.EmitterOptionsInput => ({
+  ...Option.match(flags.databaseUrl, { onNone: () => ({}), onSome: (databaseUrl) => ({ databaseUrl }) }),
+  ...Option.match(flags.dataDir, { onNone: () => ({}), onSome: (dataDir) => ({ dataDir }) }),
+  ...Option.match(flags.tablePrefix, { onNone: () => ({}), onSome: (tablePrefix) => ({ tablePrefix }) })
+})
+
+/**
+ * The options of a command: `base` (a command's own tuning), the environment over it, the flags
+ * over that, `overrides` last. Answers the input (to build an emitter with) and its resolution.
+ */
+export const resolveInput = (
+  flags: StoreFlags,
+  overrides: Config.EmitterOptionsInput = {},
+  base: Config.EmitterOptionsInput = {}
+) =>
   Effect.gen(function*() {
-    const fromEnv = yield* Config.fromEnv
-    const fromFlags: Config.EmitterOptionsInput = {
-      ...Option.match(flags.databaseUrl, { onNone: () => ({}), onSome: (databaseUrl) => ({ databaseUrl }) }),
-      ...Option.match(flags.dataDir, { onNone: () => ({}), onSome: (dataDir) => ({ dataDir }) }),
-      ...Option.match(flags.tablePrefix, { onNone: () => ({}), onSome: (tablePrefix) => ({ tablePrefix }) })
-    }
-    return yield* Config.resolve({ ...fromEnv, ...fromFlags, ...overrides }).pipe(
+    const set = fromFlags(flags)
+    const input: Config.EmitterOptionsInput = { ...base, ...(yield* Config.fromEnv), ...set, ...overrides }
+    const options = yield* Config.resolve(input).pipe(
       Effect.mapError((error) => {
         const flag = flagOf[error.option as keyof typeof flagOf]
-        return flag !== undefined && error.option in fromFlags && !(error.option in overrides)
+        return flag !== undefined && error.option in set && !(error.option in overrides)
           ? new InvalidConfig({ option: flag, rule: error.rule })
           : error
       })
     )
+    return { input, options }
   })
+
+/** The environment's options with the flags on top, resolved and validated. */
+export const resolveOptions = (flags: StoreFlags, overrides: Config.EmitterOptionsInput = {}) =>
+  Effect.map(resolveInput(flags, overrides), ({ options }) => options)
 
 /** A PostgreSQL URL with its password hidden. */
 export const redactUrl = (url: string): string => {

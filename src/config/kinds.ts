@@ -130,11 +130,10 @@ export const postgresUrlRule = (value: string): string | undefined => {
 export const databaseUrl: Kind<string | Redacted.Redacted<string>, Option.Option<Redacted.Redacted<string>>> = {
   decode: (v) => {
     if (v === undefined) return ok(Option.none())
-    const secret = Redacted.isRedacted(v) ? v as Redacted.Redacted<unknown> : v
-    const plain = Redacted.isRedacted(secret) ? Redacted.value(secret) : secret
+    const plain: unknown = Redacted.isRedacted(v) ? Redacted.value(v) : v
     if (typeof plain !== "string") return refuse("must be a string (a postgres:// URL)")
     const broken = postgresUrlRule(plain)
-    return broken === undefined ? ok(Option.some(Redacted.isRedacted(v) ? v as Redacted.Redacted<string> : Redacted.make(plain))) : refuse(broken)
+    return broken === undefined ? ok(Option.some(Redacted.make(plain))) : refuse(broken)
   },
   parse: (text) => ok(Redacted.make(text)),
   show: (v) => Option.isSome(v) ? "postgres" : "pglite",

@@ -9,6 +9,7 @@
 import { Effect, Layer, Option } from "effect"
 import type { InvalidConfig, StoreError, StoreLocked } from "../Errors.ts"
 import type { Store } from "../Store.ts"
+import { serverCommitBoundMs } from "../sequencer/outcome.ts"
 import type { Transport } from "../Transport.ts"
 import type { EmitterOptions } from "./options.ts"
 
@@ -20,7 +21,11 @@ export interface StoreTuning {
   readonly applicationName?: string
 }
 
-/** The Store the options ask for; building it runs the migrations. */
+/**
+ * The Store the options ask for; building it runs the migrations. Its query timeout (on
+ * PostgreSQL also the server's `statement_timeout`) is shorter than the commit's share of
+ * `commitTimeout`, so a slow commit ends with the database's answer, not with an unknown outcome.
+ */
 export const storeLayer = (
   options: EmitterOptions,
   tuning: StoreTuning = {}
@@ -33,12 +38,12 @@ export const storeLayer = (
           tablePrefix: options.tablePrefix,
           maxConnections: tuning.maxConnections ?? options.maxConnections,
           connectTimeout: options.connectTimeoutMs,
-          queryTimeout: options.commitTimeoutMs,
+          queryTimeout: serverCommitBoundMs(options.commitTimeoutMs),
           applicationName: tuning.applicationName ?? options.name
         }))),
     onNone: () =>
       Layer.unwrap(Effect.map(Effect.promise(() => import("../store/PgliteStore.ts")), (PgliteStore) =>
-        PgliteStore.layer({ dataDir: options.dataDir, tablePrefix: options.tablePrefix, queryTimeout: options.commitTimeoutMs })))
+        PgliteStore.layer({ dataDir: options.dataDir, tablePrefix: options.tablePrefix, queryTimeout: serverCommitBoundMs(options.commitTimeoutMs) })))
   })
 
 /** The gRPC Transport to `ingestUrl`, with the request deadline the Publisher's lease rules assume. */

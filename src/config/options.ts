@@ -67,7 +67,7 @@ export const table = {
   ),
   writeConcurrency: option(Kinds.count, "emitter", 2, "Commits in flight at once."),
   enqueueTimeout: option(positive, "emitter", "5 seconds", "How long `emit` waits for room in a full write queue before failing with EmitterOverloaded."),
-  commitTimeout: option(positive, "emitter", "10 seconds", "How long one commit may take before its callers fail with a retryable CommitFailed."),
+  commitTimeout: option(positive, "emitter", "10 seconds", "The longest an emit waits for its commit, end to end: at most half of it in the write queue, the rest for the commit (the database bounds the statement to 0.4 of it, so it answers first); then the caller gets CommitFailed."),
 
   ingestUrl: option(Kinds.httpUrl, "transport", "http://127.0.0.1:50051", "Chip Ingress endpoint (http:// for h2c, https:// for TLS)."),
   ingestHeaders: option(

@@ -1,14 +1,19 @@
 /**
  * The delete coalescer. Senders hand it acknowledged items; one fiber takes what waits (up to
  * `deleteBatchSize`, after `deleteLinger`), deletes those rows with one `Store.delete`, and settles
- * the items: Delivered, or Undeleted when the delete failed (the rows stay and are sent again).
- * The queue is bounded: a sender waits for room (backpressure, never a drop).
+ * the items as Delivered.
+ *
+ * A delete that fails is retried on `deleteRetrySchedule` until it succeeds or the process stops
+ * (a database blip must not turn into re-sends): one warning when a failure episode starts, one
+ * when it ends. Memory stays bounded: the queue is bounded and a sender waits for room, so while
+ * deletes fail the publisher stops sending instead of piling up acks. What is still waiting when
+ * the layer closes is settled Undeleted (counted): those rows stay and will be sent again.
  */
-import { Effect, Queue, type Scope } from "effect"
+import { Clock, Duration, Effect, Queue, Schedule, type Scope } from "effect"
 import type { EmitterOptions } from "../Config.ts"
+import type { StoreError } from "../Errors.ts"
 import type { Store } from "../Store.ts"
 import { advance, Delivered, type Item, type Settle } from "./Item.ts"
-import { storeWrite } from "./storeWrite.ts"
 import * as TakeBatch from "./takeBatch.ts"
 
 export type AcksOptions = Pick<EmitterOptions, "deleteBatchSize" | "deleteLingerMs" | "publishBatchSize" | "publishConcurrency">
@@ -18,17 +23,40 @@ export interface Acks {
   readonly offer: (items: ReadonlyArray<Item>) => Effect.Effect<void>
 }
 
+/** 50 ms doubling to at most 2 s, with jitter, forever. */
+export const deleteRetrySchedule: Schedule.Schedule<unknown, StoreError> = Schedule.exponential("50 millis").pipe(
+  Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, Duration.seconds(2)))),
+  Schedule.jittered
+)
+
+const stopped: { readonly _tag: "Undeleted"; readonly why: string } = { _tag: "Undeleted", why: "the publisher stopped before the delete succeeded" }
+
 export const make = (options: AcksOptions, store: Store["Service"], settle: Settle): Effect.Effect<Acks, never, Scope.Scope> =>
   Effect.gen(function*() {
     const queue = yield* Queue.bounded<Item>(Math.max(options.deleteBatchSize * 4, options.publishBatchSize * options.publishConcurrency))
     const limits: TakeBatch.BatchLimits<Item> = { maxWeight: options.deleteBatchSize, lingerMs: options.deleteLingerMs }
 
+    /** Retries until the store answers; logs the episode's start and end. */
+    const deleteRows = (ids: ReadonlyArray<bigint>) =>
+      Effect.catch(store.delete(ids), (error) =>
+        Effect.gen(function*() {
+          const since = yield* Clock.currentTimeMillis
+          yield* Effect.logWarning("deleting acknowledged rows failed; retrying until the store answers", { rows: ids.length, error: error.message })
+          yield* Effect.retry(store.delete(ids), deleteRetrySchedule)
+          const now = yield* Clock.currentTimeMillis
+          yield* Effect.logWarning("deleting acknowledged rows works again", { rows: ids.length, failingForMs: now - since })
+        }))
+
     const deleteBatch = (items: ReadonlyArray<Item>) =>
-      Effect.flatMap(
-        storeWrite("delete acknowledged rows", store.delete(items.map((i) => i.event.rowId))),
-        (deleted) => settle(items, deleted ? Delivered : { _tag: "Undeleted", why: "the delete failed" })
+      deleteRows(items.map((i) => i.event.rowId)).pipe(
+        Effect.andThen(settle(items, Delivered)),
+        Effect.catchDefect((defect) => settle(items, { _tag: "Undeleted", why: `defect in the delete: ${String(defect)}` })),
+        Effect.onInterrupt(() => settle(items, stopped))
       )
 
+    // Registered before the fiber is forked, so it runs after the fiber is interrupted (finalizers
+    // run in reverse order): the acks still queued at close are counted as Undeleted.
+    yield* Effect.addFinalizer(() => Effect.flatMap(Queue.clear(queue), (left) => settle(left, stopped)))
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(TakeBatch.take(queue, limits), (batch) => deleteBatch(batch.items))))
 
     return {

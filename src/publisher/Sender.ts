@@ -87,7 +87,7 @@ export const makeSend = (ctx: SenderContext) => {
       let nextDelay: ((now: number, input: RetryInput) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>) | undefined
       while (true) {
         const { lapsed, live } = byLease(items, (yield* Clock.currentTimeMillis) + ctx.sendMarginMs)
-        yield* ctx.settle(lapsed, Lapsed)
+        if (lapsed.length > 0) yield* ctx.settle(lapsed, Lapsed)
         if (live.length === 0) return
         attempt++
         const decision = decide(live, yield* request(live, attempt))

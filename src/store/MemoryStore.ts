@@ -10,6 +10,7 @@ import type {
   DeadLetter,
   DeadLetterEntry,
   DeadLetterFilter,
+  EventRecord,
   ExpireOptions,
   ExpiredCount,
   NewEvent,
@@ -19,14 +20,7 @@ import type {
 } from "../Store.ts"
 import { Store } from "../Store.ts"
 
-interface Row {
-  readonly rowId: bigint
-  readonly eventId: string
-  readonly source: string
-  readonly type: string
-  readonly seq: bigint
-  readonly payload: Uint8Array
-  readonly createdAt: number
+interface Row extends EventRecord {
   nextAttemptAt: number
   attempts: number
   lastError: string | null
@@ -105,6 +99,16 @@ export const make: Effect.Effect<Store["Service"]> = Effect.sync(() => {
         return { rowId, eventId: event.eventId, seq }
       })
     ).pipe(Effect.withSpan("MemoryStore.append"))
+
+  const lookup = (eventIds: ReadonlyArray<string>, nextAttemptAt: number) =>
+    Effect.sync(() => {
+      const wanted = new Set(eventIds)
+      const found: Array<Appended> = []
+      for (const row of rows.values()) {
+        if (row.nextAttemptAt === nextAttemptAt && wanted.has(row.eventId)) found.push({ rowId: row.rowId, eventId: row.eventId, seq: row.seq })
+      }
+      return found
+    })
 
   const delete_ = (rowIds: ReadonlyArray<bigint>) =>
     Effect.sync(() => {
@@ -209,7 +213,9 @@ export const make: Effect.Effect<Store["Service"]> = Effect.sync(() => {
       oldestCreatedAt: Option.fromUndefinedOr(oldest),
       payloadBytes,
       deadLetters: deadLetters.size,
-      exact: true
+      exact: true,
+      tableBytes: payloadBytes,
+      deadTuples: 0
     }
   })
 
@@ -230,6 +236,7 @@ export const make: Effect.Effect<Store["Service"]> = Effect.sync(() => {
 
   return Store.of({
     append,
+    lookup,
     delete: delete_,
     claim,
     reschedule,

@@ -15,11 +15,12 @@
  * (exact to the microsecond) and read back as `extract(epoch) * 1000`, so they round-trip exactly.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Layer, Option, type Redacted } from "effect"
+import { Duration, Effect, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { InvalidConfig, StoreError } from "../Errors.ts"
 import { Store } from "../Store.ts"
+import { checkDatabaseUrl } from "./databaseUrl.ts"
 import { toStoreError } from "./driverFault.ts"
 import { makeAppend } from "./pgAppend.ts"
 import { makeDeadLetterOperations } from "./pgDeadLetters.ts"
@@ -104,12 +105,14 @@ export const layerFromClient = (
 ): Layer.Layer<Store, InvalidConfig | StoreError, SqlClient.SqlClient> => Layer.effect(Store, make(options))
 
 /**
- * The Store with its own connection pool. Every session gets `statement_timeout` (the query
+ * The Store with its own connection pool. A URL that can never work fails with InvalidConfig
+ * (option `url`) before anything connects. Every session gets `statement_timeout` (the query
  * timeout) and `idle_in_transaction_session_timeout`, so the server bounds every statement too.
  */
 export const layer = (options: PgStoreOptions): Layer.Layer<Store, InvalidConfig | StoreError> =>
   Layer.unwrap(Effect.gen(function*() {
     yield* tables(options.tablePrefix)
+    yield* checkDatabaseUrl("url", Redacted.value(options.url))
     const queryTimeout = yield* durationOption("queryTimeout", options.queryTimeout, defaultQueryTimeout)
     const connectTimeout = yield* durationOption("connectTimeout", options.connectTimeout, defaultConnectTimeout)
     const maxConnections = options.maxConnections ?? 10

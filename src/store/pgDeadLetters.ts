@@ -5,7 +5,7 @@
  */
 import { Effect } from "effect"
 import type { DeadLetter, DeadLetterEntry, DeadLetterFilter } from "../Store.ts"
-import { ms, ownBytes, resultColumns, type Row, type Runner, statement, toNumber, ts } from "./pgStatement.ts"
+import { decodeEvent, eventColumns, ms, resultColumns, type Row, type Runner, statement, toNumber, ts } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
 /** The dead-letter table's columns, in the order every insert into it lists them. */
@@ -46,13 +46,7 @@ const moveStatement = (t: Tables) =>
 
 /** What `listDeadLetters` reads. */
 const listed = resultColumns({
-  id: "id",
-  event_id: "event_id",
-  source: "source",
-  type: "type",
-  seq: "seq",
-  payload: "payload",
-  created_at: ms("created_at"),
+  ...eventColumns,
   dead_lettered_at: ms("dead_lettered_at"),
   attempts: "attempts",
   code: "code",
@@ -62,13 +56,7 @@ const listed = resultColumns({
 const decodeListed = (row: Row): DeadLetter => {
   const c = listed.at
   return {
-    rowId: row[c.id] as bigint,
-    eventId: row[c.event_id] as string,
-    source: row[c.source] as string,
-    type: row[c.type] as string,
-    seq: row[c.seq] as bigint,
-    payload: ownBytes(row[c.payload]),
-    createdAt: toNumber(row[c.created_at]),
+    ...decodeEvent(row, c),
     deadLetteredAt: toNumber(row[c.dead_lettered_at]),
     attempts: toNumber(row[c.attempts]),
     code: row[c.code] as string,

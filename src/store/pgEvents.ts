@@ -4,12 +4,24 @@
  * (`FOR UPDATE SKIP LOCKED`).
  */
 import { Effect } from "effect"
-import type { ClaimOptions, ExpiredCount, ExpireOptions, StoredEvent } from "../Store.ts"
+import type { Appended, ClaimOptions, ExpiredCount, ExpireOptions, StoredEvent } from "../Store.ts"
 import { deadLetterColumns } from "./pgDeadLetters.ts"
-import { ms, ownBytes, type Runner, statement, toNumber, ts } from "./pgStatement.ts"
+import { decodeEvent, eventColumns, ms, type Runner, statement, toNumber, ts } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
 const statements = (t: Tables) => ({
+  /** The index on next_attempt_at finds the rows of one append by its first lease. */
+  lookup: statement({
+    operation: "lookup",
+    params: ["ids", "nextAttemptAt"],
+    columns: { id: "id", event_id: "event_id", seq: "seq" },
+    text: (p, columns) => `
+      SELECT ${columns} FROM ${t.events}
+      WHERE next_attempt_at = ${ts(p.nextAttemptAt)} AND event_id = ANY(${p.ids}::text[])`,
+    bind: (input: { readonly ids: ReadonlyArray<string>; readonly nextAttemptAt: number }) => input,
+    decode: (row, c): Appended => ({ rowId: row[c.id] as bigint, eventId: row[c.event_id] as string, seq: row[c.seq] as bigint })
+  }),
+
   delete: statement({
     operation: "delete",
     params: ["ids"],
@@ -26,13 +38,7 @@ const statements = (t: Tables) => ({
     operation: "claim",
     params: ["now", "limit", "leaseBaseMs", "leaseMaxMs"],
     columns: {
-      id: "id",
-      event_id: "event_id",
-      source: "source",
-      type: "type",
-      seq: "seq",
-      payload: "payload",
-      created_at: ms("created_at"),
+      ...eventColumns,
       attempts: "attempts",
       lease_until: ms("next_attempt_at")
     },
@@ -61,13 +67,7 @@ const statements = (t: Tables) => ({
       leaseMaxMs: o.leaseMaxMs
     }),
     decode: (row, c): StoredEvent => ({
-      rowId: row[c.id] as bigint,
-      eventId: row[c.event_id] as string,
-      source: row[c.source] as string,
-      type: row[c.type] as string,
-      seq: row[c.seq] as bigint,
-      payload: ownBytes(row[c.payload]),
-      createdAt: toNumber(row[c.created_at]),
+      ...decodeEvent(row, c),
       attempts: toNumber(row[c.attempts]),
       leaseUntil: toNumber(row[c.lease_until])
     })
@@ -137,6 +137,10 @@ function decodeExpired(row: ReadonlyArray<unknown>, c: { readonly [K in keyof ty
 export const makeEventOperations = (runner: Runner, t: Tables) => {
   const s = statements(t)
   return {
+    lookup: Effect.fn("PgStore.lookup")(function*(eventIds: ReadonlyArray<string>, nextAttemptAt: number) {
+      if (eventIds.length === 0) return []
+      return yield* runner.run(s.lookup, { ids: eventIds, nextAttemptAt })
+    }),
     delete: Effect.fn("PgStore.delete")(function*(rowIds: ReadonlyArray<bigint>) {
       if (rowIds.length === 0) return 0
       const [deleted] = yield* runner.run(s.delete, rowIds)

@@ -12,6 +12,7 @@ import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import type { StoreError } from "../Errors.ts"
+import type { EventRecord } from "../Store.ts"
 
 /** One row as the driver returns it with `.values`. */
 export type Row = ReadonlyArray<unknown>
@@ -101,3 +102,24 @@ export const toNumber = (value: unknown): number => typeof value === "number" ? 
  * message buffer in memory.
  */
 export const ownBytes = (value: unknown): Uint8Array => (value as Uint8Array).slice()
+
+/** The columns of an `EventRecord`, in both tables; statements spread them into their own. */
+export const eventColumns = {
+  id: "id",
+  event_id: "event_id",
+  source: "source",
+  type: "type",
+  seq: "seq",
+  payload: "payload",
+  created_at: ms("created_at")
+} as const
+
+export const decodeEvent = (row: Row, c: { readonly [K in keyof typeof eventColumns]: number }): EventRecord => ({
+  rowId: row[c.id] as bigint,
+  eventId: row[c.event_id] as string,
+  source: row[c.source] as string,
+  type: row[c.type] as string,
+  seq: row[c.seq] as bigint,
+  payload: ownBytes(row[c.payload]),
+  createdAt: toNumber(row[c.created_at])
+})

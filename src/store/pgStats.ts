@@ -24,6 +24,13 @@ const estimate = (table: string) => `
     ELSE -1 END)::float8 AS est
   FROM pg_class c WHERE c.oid = '${table}'::regclass`
 
+/**
+ * The table and its partitions, if it has any (a partitioned parent holds nothing itself).
+ * pg_partition_tree lists no rows for a table that is not partitioned, so the table is added.
+ */
+const partitions = (table: string) =>
+  `(SELECT relid FROM pg_partition_tree('${table}'::regclass) UNION SELECT '${table}'::regclass) AS tree`
+
 /** `null` where SQL said NULL; numbers for everything else. */
 const nullableNumber = (value: unknown): number | null => value === null ? null : toNumber(value)
 
@@ -39,6 +46,8 @@ const statsStatement = (t: Tables) =>
         WHERE schemaname = current_schema() AND tablename = '${t.events}' AND attname = 'payload')`,
       ev_size: `pg_table_size('${t.events}'::regclass)::float8`,
       oldest: `(SELECT ${ms("min(created_at)")} FROM ${t.events})`,
+      ev_total: `(SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::float8 FROM ${partitions(t.events)})`,
+      ev_dead: `(SELECT coalesce(sum(pg_stat_get_dead_tuples(relid)), 0)::float8 FROM ${partitions(t.events)})`,
       dl_est: "(SELECT est FROM dl)",
       dl_count: "(SELECT count(*) FROM dl_sample)"
     },
@@ -60,6 +69,7 @@ const statsStatement = (t: Tables) =>
       payloadWidth: nullableNumber(row[c.ev_width]),
       tableBytes: nullableNumber(row[c.ev_size]),
       oldest: nullableNumber(row[c.oldest]),
+      storage: { tableBytes: toNumber(row[c.ev_total]), deadTuples: toNumber(row[c.ev_dead]) },
       deadLetters: { estimate: nullableNumber(row[c.dl_est]), sampled: nullableNumber(row[c.dl_count]) }
     })
   })
@@ -148,7 +158,8 @@ export const makeStatsOperations = (runner: Runner, t: Tables) => {
       oldestCreatedAt: seen!.oldest === null ? Option.none() : Option.some(seen!.oldest),
       payloadBytes: payloadBytesOf(backlog, { ...seen!, sampled: seen!.events.sampled }),
       deadLetters: deadLetters.value,
-      exact: backlog.exact && deadLetters.exact
+      exact: backlog.exact && deadLetters.exact,
+      ...seen!.storage
     } satisfies StoreStats
   }).pipe(Effect.withSpan("PgStore.stats"))
 

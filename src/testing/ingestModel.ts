@@ -98,6 +98,34 @@ export const decodeReceived = (payload: Uint8Array, receivedAt: number): Receive
 }
 
 const seqnumKey = "seqnum"
+const seqnumKeyBytes = new TextEncoder().encode(seqnumKey)
+
+/**
+ * Whether a map entry may be the `seqnum` attribute, from its first bytes: encoders write the key
+ * (field 1) first, so other attributes are passed over without decoding. An entry that does not
+ * start with a key is decoded to be sure.
+ */
+const maybeSeqnumEntry = (bytes: Uint8Array, at: number): boolean => {
+  if (bytes[at] !== 0x0a) return true
+  if (bytes[at + 1] !== seqnumKeyBytes.length) return false
+  for (let i = 0; i < seqnumKeyBytes.length; i++) if (bytes[at + 2 + i] !== seqnumKeyBytes[i]) return false
+  return true
+}
+
+/**
+ * The seqnum of an entry laid out exactly as `Event.withSeqnum` writes it (key, then a value
+ * holding only ce_string digits), read from the bytes; undefined for any other layout.
+ */
+const stampedSeqnum = (bytes: Uint8Array, at: number, length: number): string | undefined => {
+  const value = at + 2 + seqnumKeyBytes.length // after the key: 0x12, value length, 0x1a, digits length
+  const digits = bytes[value + 3]!
+  if (bytes[value] !== 0x12 || bytes[value + 2] !== 0x1a || bytes[value + 1] !== digits + 2 || value + 4 + digits !== at + length) {
+    return undefined
+  }
+  let out = ""
+  for (let i = value + 4; i < value + 4 + digits; i++) out += String.fromCharCode(bytes[i]!)
+  return out
+}
 
 /**
  * The `seqnum` of one attributes map entry (`{ 1: key, 2: CloudEventAttributeValue }`), if the
@@ -142,7 +170,13 @@ export const decodeEnvelope = (payload: Uint8Array, receivedAt: number, withSeqn
       head[field] = reader.string()
     } else if (withSeqnum && field === 5 && wireType === WireType.LengthDelimited) {
       // Map entries may repeat; the last one wins, as in protobuf's own merge.
-      seqnum = seqnumOfEntry(reader.bytes()) ?? seqnum
+      const length = reader.uint32()
+      const start = reader.pos
+      if (start + length > reader.len) throw new Error("attributes entry past the end of the event")
+      reader.pos += length
+      if (maybeSeqnumEntry(payload, start)) {
+        seqnum = stampedSeqnum(payload, start, length) ?? seqnumOfEntry(payload.subarray(start, start + length)) ?? seqnum
+      }
     } else reader.skip(wireType, field)
   }
   return {

@@ -46,7 +46,8 @@ export interface GrpcTransportOptions<R = never> {
   readonly http2?: Http2SessionOptions
 }
 
-const defaultTimeout = Duration.millis(defaults.requestTimeoutMs)
+/** The emitter's `requestTimeout` default: one default for the deadline the lease rules assume. */
+export const defaultTimeout = Duration.millis(defaults.requestTimeoutMs)
 
 const ignore = () => {}
 

@@ -4,7 +4,7 @@
  */
 import { Effect, Layer, Latch } from "effect"
 import { StoreError } from "../../src/Errors.ts"
-import { Store } from "../../src/Store.ts"
+import { type NewEvent, Store } from "../../src/Store.ts"
 import * as MemoryStore from "../../src/testing/MemoryStore.ts"
 
 export interface StoreControl {
@@ -15,6 +15,16 @@ export interface StoreControl {
   readonly appendGate: Latch.Latch
   /** When set, appends fail with this error. */
   failAppends: StoreError | undefined
+  /** When set, deletes fail with this error (recorded in `deletes` all the same). */
+  failDeletes: StoreError | undefined
+  /** When set, appends commit and then fail with this error, as when the connection drops after COMMIT. */
+  failAfterAppends: StoreError | undefined
+  /** When set, an append holding an event it accepts fails with the error it answers (a refusal of the data). */
+  refuse: ((event: NewEvent) => StoreError | undefined) | undefined
+  /** When set, lookups fail with this error. */
+  failLookups: StoreError | undefined
+  /** Event counts of the lookups, in call order. */
+  readonly lookups: Array<number>
   readonly store: Store["Service"]
 }
 
@@ -26,6 +36,11 @@ export const make = Effect.gen(function*() {
     deletes: [],
     appendGate,
     failAppends: undefined,
+    failDeletes: undefined,
+    failAfterAppends: undefined,
+    refuse: undefined,
+    failLookups: undefined,
+    lookups: [],
     store: {
       ...inner,
       append: (events, options) =>
@@ -33,11 +48,23 @@ export const make = Effect.gen(function*() {
           control.appends.push(events.length)
           yield* appendGate.await
           if (control.failAppends !== undefined) return yield* control.failAppends
-          return yield* inner.append(events, options)
+          if (control.refuse !== undefined) {
+            for (const event of events) {
+              const refusal = control.refuse(event)
+              if (refusal !== undefined) return yield* refusal
+            }
+          }
+          const appended = yield* inner.append(events, options)
+          if (control.failAfterAppends !== undefined) return yield* control.failAfterAppends
+          return appended
         }),
+      lookup: (eventIds, nextAttemptAt) => Effect.suspend(() => {
+        control.lookups.push(eventIds.length)
+        return control.failLookups !== undefined ? Effect.fail(control.failLookups) : inner.lookup(eventIds, nextAttemptAt)
+      }),
       delete: (rowIds) => Effect.suspend(() => {
         control.deletes.push(rowIds)
-        return inner.delete(rowIds)
+        return control.failDeletes === undefined ? inner.delete(rowIds) : Effect.fail(control.failDeletes)
       })
     }
   }

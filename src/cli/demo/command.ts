@@ -73,7 +73,7 @@ export const demoCommand = Command.make("demo", {
     const logLevel = Option.getOrElse(yield* GlobalFlag.LogLevel, (): LogLevel.LogLevel => "Error")
     // Loaded when run: the whole emitter is not needed for `--help` or a usage error.
     const { runDemo } = yield* Effect.promise(() => import("./run.ts"))
-    const { caughtUpMs, cleanupNote, emitMs, failures, poisonEvery, result: r } = yield* runDemo(settings, logLevel)
+    const { caughtUpMs, cleanupNote, emitMs, failures, lastDeliveryError, poisonEvery, result: r } = yield* runDemo(settings, logLevel)
 
     const ownServer = r.verifiedBy === "ingest-server"
     const failedEmits = [...failures].map(([tag, n]) => `${tag} ×${Format.integer(n)}`).join(", ")
@@ -97,6 +97,9 @@ export const demoCommand = Command.make("demo", {
       `  lost           ${Format.integer(r.lost)}${
         r.lost > 0 ? `  ← committed but neither delivered nor dead-lettered${r.pending > 0 ? ` (${plural(r.pending, "row")} still waiting in the table)` : ""}` : ""
       }`,
+      ...(r.lost > 0 && lastDeliveryError !== undefined
+        ? [`  why            the last delivery attempt failed: ${Format.oneLine(lastDeliveryError, 200)}`]
+        : []),
       ...(r.outageMs > 0
         ? [
           `  outage         ${Format.millis(r.outageMs)}; backlog peaked at ${plural(r.peakBacklog, "row")}` +

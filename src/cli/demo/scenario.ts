@@ -215,6 +215,8 @@ export const runScenario = (
       yield* Effect.sleep(100)
     }
     const drainedAt = Date.now()
+    // Why delivery failed, when it did (e.g. connect ECONNREFUSED): the summary names the cause.
+    const lastDeliveryError = remaining > 0 ? (yield* emitter.health).transport.lastError : undefined
     yield* Fiber.interrupt(monitorFiber)
     progress.update(statusLine())
     progress.done()
@@ -246,5 +248,5 @@ export const runScenario = (
       elapsedMs,
       verifiedBy: server === undefined ? "emitter" : "ingest-server"
     }
-    return { result, emitMs: emittedAt - startedAt, caughtUpMs: t.caughtUpMs, failures: t.failures }
+    return { result, emitMs: emittedAt - startedAt, caughtUpMs: t.caughtUpMs, failures: t.failures, lastDeliveryError }
   })

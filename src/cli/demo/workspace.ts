@@ -12,7 +12,7 @@ import { SqlClient } from "effect/sql"
 import * as Config from "../../Config.ts"
 import type { InvalidConfig } from "../../Errors.ts"
 import { type IngestServerError, type IngestServerHandle, IngestServer } from "../../testing/IngestServer.ts"
-import { sqlClientLayer, type StoreFlags } from "../target.ts"
+import { resolveInput, sqlClientLayer, type StoreFlags } from "../target.ts"
 
 export const poisonType = "demo.poison"
 
@@ -43,29 +43,28 @@ export interface Plan {
   readonly ownDir: boolean
   /** The user's ingest server, or none: the demo starts the reference one. */
   readonly ingestUrl: Option.Option<string>
-  /** The emitter's options, but for the reference server's URL (known once it listens). */
+  /** The emitter's options, with a stand-in ingest URL when the demo starts its own server (its URL is known once it listens). */
   readonly input: Config.EmitterOptionsInput
-  /** `input` resolved, with a stand-in ingest URL when the demo starts its own server. */
+  /** `input` resolved. */
   readonly options: Config.EmitterOptions
 }
 
-/** The environment's options, the demo's tuning under them, the flags and the demo's own names over them. */
+/** The demo's tuning, the environment over it, the flags over that, and the demo's own names where no flag says. */
 export const plan = (store: StoreFlags, ingestUrl: Option.Option<string>): Effect.Effect<Plan, InvalidConfig> =>
   Effect.gen(function*() {
-    const env = yield* Config.fromEnv
     const stamp = new Date().toISOString().replace(/[-:T]/g, "").slice(0, 14)
-    const databaseUrl = Option.orElse(store.databaseUrl, () => Option.fromNullishOr(env.databaseUrl))
-    const onPostgres = Option.isSome(databaseUrl)
-    const input: Config.EmitterOptionsInput = {
-      ...demoTuning,
-      ...env,
+    const env = yield* Config.fromEnv
+    const onPostgres = Option.isSome(store.databaseUrl) || env.databaseUrl !== undefined
+    const own: Config.EmitterOptionsInput = {
       name: "durable-emitter-demo",
-      ...(Option.isSome(databaseUrl) ? { databaseUrl: databaseUrl.value } : {}),
-      dataDir: Option.getOrElse(store.dataDir, () => path.join(os.tmpdir(), `durable-emitter-demo-${stamp}-${process.pid}`)),
-      tablePrefix: Option.getOrElse(store.tablePrefix, () => (onPostgres ? `demo_${stamp}_${process.pid}` : Config.defaults.tablePrefix))
+      ...(Option.isNone(store.dataDir) ? { dataDir: path.join(os.tmpdir(), `durable-emitter-demo-${stamp}-${process.pid}`) } : {}),
+      ...(Option.isNone(store.tablePrefix)
+        ? { tablePrefix: onPostgres ? `demo_${stamp}_${process.pid}` : Config.defaults.tablePrefix }
+        : {}),
+      // Any valid URL stands in for the reference server's until it listens.
+      ingestUrl: Option.getOrElse(ingestUrl, () => "http://127.0.0.1:1")
     }
-    // Any valid URL stands in for the reference server's until it listens.
-    const options = yield* Config.resolve({ ...input, ingestUrl: Option.getOrElse(ingestUrl, () => "http://127.0.0.1:1") })
+    const { input, options } = yield* resolveInput(store, own, demoTuning)
     return {
       onPostgres,
       ownTables: onPostgres && Option.isNone(store.tablePrefix),

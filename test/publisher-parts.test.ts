@@ -1,11 +1,16 @@
 /**
  * The delivery policy as a table: pure functions over data, no clock, no transport, no store.
- * The retry Schedule's delays are checked with TestClock-free stepping and with TestClock below.
+ * Then the pieces the Publisher is built from: the retry Schedule (stepped, and on the TestClock),
+ * the batching routine, the one settle, and the background loops' Schedule.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Queue, Random, Schedule } from "effect"
+import { Duration, Effect, Exit, Fiber, Metric, Queue, Random, Schedule } from "effect"
 import { TestClock } from "effect/testing"
+import { loopSchedule } from "../src/Liveness.ts"
+import * as Metrics from "../src/Metrics.ts"
+import * as Barrier from "../src/publisher/Barrier.ts"
 import { byLease, type Decision, decide, type RequestResult } from "../src/publisher/decide.ts"
+import { item, makeSettle } from "../src/publisher/Item.ts"
 import { retrySchedule } from "../src/publisher/retrySchedule.ts"
 import * as TakeBatch from "../src/publisher/takeBatch.ts"
 import { TransportError } from "../src/Transport.ts"
@@ -148,5 +153,33 @@ describe("takeBatch", () => {
       const batch = yield* Fiber.join(second)
       assert.deepStrictEqual(batch.items, [5, 1, 2])
       assert.strictEqual(batch.held, undefined)
+    }))
+})
+
+describe("settle", () => {
+  it.effect("ends an item's life once: a second settle of the same items counts nothing", () =>
+    Effect.gen(function*() {
+      const barrier = Barrier.make()
+      const settle = makeSettle(barrier)
+      const event = { rowId: 1n, eventId: "e", source: "s", type: "t", seq: 1n, payload: new Uint8Array(), createdAt: 0, attempts: 0, leaseUntil: 0 }
+      const items = [item(event, barrier.current()), item({ ...event, rowId: 2n }, barrier.current())]
+      barrier.accepted(0, 2)
+      const givenUp = Metric.withAttributes(Metrics.settled, { outcome: "GivenUp" })
+      const before = (yield* Metric.value(givenUp)).count
+      yield* settle(items, { _tag: "GivenUp", why: "test" })
+      yield* settle(items, { _tag: "Abandoned", why: "a recovery path settling the whole batch" })
+      assert.strictEqual(barrier.pending(), 0)
+      assert.strictEqual((yield* Metric.value(givenUp)).count - before, 2)
+      assert.deepStrictEqual(items.map((i) => i.stage), ["settled", "settled"])
+      yield* barrier.flush
+    }))
+})
+
+describe("loopSchedule", () => {
+  it.effect("waits the interval after a quiet tick and nothing after a busy one", () =>
+    Effect.gen(function*() {
+      const step = yield* Schedule.toStep(loopSchedule(1_000))
+      const delay = (more: boolean) => Effect.map(step(0, more), ([, d]) => Duration.toMillis(d))
+      assert.deepStrictEqual([yield* delay(false), yield* delay(true), yield* delay(false)], [1_000, 0, 1_000])
     }))
 })
