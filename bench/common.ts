@@ -28,7 +28,7 @@ export const adminClient = PgClient.layer({ url: Redacted.make(databaseUrl), max
 export const dropTables = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
     sql.unsafe(
-      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_baseline, ${prefix}_sweep, ${prefix}_sweep_template`
+      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_rotation, ${prefix}_baseline, ${prefix}_sweep, ${prefix}_sweep_template`
     ).unprepared
   ).pipe(Effect.provide(adminClient), Effect.orDie)
 
@@ -345,6 +345,8 @@ export interface BenchArgs {
   readonly baselineSeconds: number | undefined
   /** `--verify-all`: the ingest server keeps every event whole (not a sample) for verification. */
   readonly verifyAll: boolean
+  /** `--minutes N`: how long `soak` runs (fractions allowed). */
+  readonly minutes?: number | undefined
 }
 
 /** How long each point of a baseline sweep is measured, in seconds. */

@@ -45,8 +45,9 @@ const sampledId = (id: string) => id.charCodeAt(35) === zero
 /**
  * Latencies of answered requests and of sampled events: receipt → delivery acknowledged (the
  * request that carried the event answered "delivered"), and emit start → acknowledged.
+ * `onPair` sees each sampled emit start → ack as it is paired, with the ack's time (soak: per minute).
  */
-export const makeRecorder = () => {
+export const makeRecorder = (onPair?: (emitToAckMs: number, ackAt: number) => void) => {
   // Every receipt (id and seq; the source and type are the benchmark's one key) and every send
   // not acknowledged as delivered: what the delivery is checked against afterwards.
   let receiptIds: Array<string> = []
@@ -68,6 +69,7 @@ export const makeRecorder = () => {
   const pair = (receipt: { startedAt: number; at: number }, ackAt: number) => {
     receiptToAck.add(ackAt - receipt.at)
     emitToAck.add(ackAt - receipt.startedAt)
+    onPair?.(ackAt - receipt.startedAt, ackAt)
   }
 
   const onAnswer: OnAnswer = (events, results, startedAt, endedAt) => {
