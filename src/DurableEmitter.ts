@@ -17,16 +17,29 @@
  * committed, the publisher delivers within `shutdownTimeout`, then everything stops; rows not
  * delivered stay in the table for the next start.
  */
-import { Effect, Layer, Metric, Option } from "effect"
+import { type Config as EffectConfig, Effect, Layer, Metric, Option } from "effect"
 import * as Config from "./Config.ts"
 import { storeLayer, transportLayer } from "./config/layers.ts"
 import { Emitter } from "./Emitter.ts"
+import type { InvalidConfig, PackageMissing, StoreError, StoreLocked } from "./Errors.ts"
 import { Health } from "./Health.ts"
 import { Liveness } from "./Liveness.ts"
 import * as Metrics from "./Metrics.ts"
 import { Publisher } from "./Publisher.ts"
 import { Retransmitter } from "./Retransmitter.ts"
 import { Sequencer } from "./Sequencer.ts"
+import type { Store } from "./Store.ts"
+import type { Transport } from "./Transport.ts"
+
+// The public layers' types are written out and name only exported services and errors: an app
+// exporting a layer composed from them (with `declaration: true`) must be able to name its type,
+// which it cannot when an inferred type mentions internal services (Sequencer, Handoff, ...).
+
+/** What the whole emitter provides: the Store too (dead letters, inspection). */
+export type DurableEmitterServices = Emitter | Health | Publisher | Store
+
+/** What building the whole emitter can fail with. */
+export type DurableEmitterError = InvalidConfig | StoreError | StoreLocked | PackageMissing
 
 const allParts: ReadonlyArray<Config.Part> = ["store", "transport", "emitter"]
 
@@ -66,15 +79,19 @@ export const services = (options: Config.EmitterOptions, parts: ReadonlyArray<Co
 const fromOptions = (options: Config.EmitterOptions) =>
   services(options).pipe(Layer.provideMerge(storeLayer(options)), Layer.provide(transportLayer(options)))
 
-export const DurableEmitter = {
+export const DurableEmitter: {
   /** Options from the environment: DATABASE_URL, DURABLE_EMITTER_INGEST_URL, DURABLE_EMITTER_*. */
-  layer: Layer.unwrap(Effect.flatMap(Config.fromEnv, (input) => Effect.map(Config.resolve(input), fromOptions))),
+  readonly layer: Layer.Layer<DurableEmitterServices, DurableEmitterError | EffectConfig.ConfigError>
   /** Options from code; unset options take their defaults (see Config.defaults). */
-  layerWith: (options: Config.EmitterOptionsInput = {}) => Layer.unwrap(Effect.map(Config.resolve(options), fromOptions)),
+  readonly layerWith: (options?: Config.EmitterOptionsInput) => Layer.Layer<DurableEmitterServices, DurableEmitterError>
   /**
    * Everything but the Store and the Transport; fails with InvalidConfig naming the option and the
    * rule, and refuses the options of the Store and the Transport (yours to configure).
    */
-  layerNoDeps: (options: Config.ServicesOptionsInput = {}) =>
+  readonly layerNoDeps: (options?: Config.ServicesOptionsInput) => Layer.Layer<Emitter | Health | Publisher, InvalidConfig, Store | Transport>
+} = {
+  layer: Layer.unwrap(Effect.flatMap(Config.fromEnv, (input) => Effect.map(Config.resolve(input), fromOptions))),
+  layerWith: (options = {}) => Layer.unwrap(Effect.map(Config.resolve(options), fromOptions)),
+  layerNoDeps: (options = {}) =>
     Layer.unwrap(Effect.map(Config.resolve(options, ["emitter"]), (resolved) => services(resolved, ["emitter"])))
 }

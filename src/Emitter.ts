@@ -3,7 +3,7 @@
  * committed it: a receipt means the event is durable. Delivery happens afterwards, in the
  * background; `flush` waits for it.
  */
-import { Clock, Context, Effect, type Fiber, Layer, Tracer } from "effect"
+import { Clock, Context, type Duration, Effect, type Fiber, Layer, Option, Schema, Tracer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
 import { type EmitError, EventTooLarge, InvalidEvent } from "./Errors.ts"
 import * as Event from "./Event.ts"
@@ -23,6 +23,29 @@ export interface EmitReceipt {
   readonly type: string
 }
 
+/**
+ * The receipt as data: `JSON.stringify(receipt)` throws on the bigint `seq`, so encode it first,
+ * `JSON.stringify(Schema.encodeSync(EmitReceipt)(receipt))`, which writes `seq` as a decimal
+ * string; `Schema.decodeUnknownSync(EmitReceipt)(JSON.parse(text))` reads it back.
+ */
+export const EmitReceipt = Schema.Struct({
+  id: Schema.String,
+  seq: Schema.BigIntFromString,
+  source: Schema.String,
+  type: Schema.String
+})
+
+/** What `flushWithin` answers. */
+export interface FlushResult {
+  /** Every event emitted before the call was resolved within the bound. */
+  readonly complete: boolean
+  /**
+   * Events still unresolved when the bound passed (those emitted after the call included); 0 when
+   * complete. They are not lost: they stay in the table and delivery goes on.
+   */
+  readonly pending: number
+}
+
 export type EmitterSettings = Pick<EmitterOptions, "name" | "maxEventBytes">
 
 export class Emitter extends Context.Service<Emitter, {
@@ -35,6 +58,8 @@ export class Emitter extends Context.Service<Emitter, {
    * dead-lettered, or left to the retransmitter.
    */
   readonly flush: Effect.Effect<void>
+  /** `flush`, waiting at most `within` (Effect's Clock): answers whether it completed and what was left. */
+  readonly flushWithin: (within: Duration.Input) => Effect.Effect<FlushResult>
   /** Liveness of every loop, transport state, backlog against the TTL, and a verdict. */
   readonly health: Effect.Effect<HealthReport>
 }>()("durable-emitter/Emitter") {
@@ -45,6 +70,7 @@ export class Emitter extends Context.Service<Emitter, {
   static readonly emit = (event: Event.EmitInput) => Emitter.use((emitter) => emitter.emit(event))
   static readonly emitAll = (events: ReadonlyArray<Event.EmitInput>) => Emitter.use((emitter) => emitter.emitAll(events))
   static readonly flush = Emitter.use((emitter) => emitter.flush)
+  static readonly flushWithin = (within: Duration.Input) => Emitter.use((emitter) => emitter.flushWithin(within))
   static readonly health = Emitter.use((emitter) => emitter.health)
 }
 
@@ -120,10 +146,22 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
 
   const emit = (input: Event.EmitInput) => traced("Emitter.emit", [input], (prepared, appended) => receiptOf(prepared[0]!, appended[0]!))
 
+  const flushWithin = (within: Duration.Input): Effect.Effect<FlushResult> =>
+    publisher.flush.pipe(
+      Effect.timeoutOption(within),
+      Effect.flatMap((done) =>
+        Option.isSome(done)
+          ? Effect.succeed({ complete: true, pending: 0 })
+          : Effect.map(publisher.state, (state) => ({ complete: false, pending: state.pending }))
+      ),
+      Effect.withSpan("Emitter.flushWithin")
+    )
+
   return Emitter.of({
     emit,
     emitAll,
     flush: publisher.flush.pipe(Effect.withSpan("Emitter.flush")),
+    flushWithin,
     health: health.report
   })
 })

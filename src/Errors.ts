@@ -140,3 +140,20 @@ export class StoreLocked extends Schema.TaggedError<StoreLocked>()("StoreLocked"
       (own ? "" : ` (if process ${this.holderPid} is not a durable-emitter, its pid was reused: delete the lock file)`)
   }
 }
+
+/**
+ * A feature needs an optional peer dependency that is not installed (the embedded store needs
+ * `@electric-sql/pglite`, the CLI `@effect/platform-node`). Nothing was started; install the
+ * package, or do without the feature (e.g. set `databaseUrl` to use PostgreSQL).
+ */
+export class PackageMissing extends Schema.TaggedError<PackageMissing>()("PackageMissing", {
+  packageName: Schema.String,
+  feature: Schema.String
+}) {
+  override get message() {
+    return `${this.feature} needs the package ${this.packageName}, which is not installed: npm install ${this.packageName}`
+  }
+  get retryable() {
+    return false
+  }
+}

@@ -5,16 +5,18 @@
  *
  * ```ts
  * import { DurableEmitter, Emitter } from "durable-emitter"
+ * import { Effect } from "effect"
  *
  * const program = Effect.gen(function*() {
  *   const receipt = yield* Emitter.emit({ source: "billing", type: "invoice.paid", data: { id: 42 } })
+ *   yield* Effect.log(`committed as #${receipt.seq}`)
  * })
- * program.pipe(Effect.provide(DurableEmitter.layer))
+ * Effect.runPromise(program.pipe(Effect.provide(DurableEmitter.layer)))
  * ```
  */
 export * as Config from "./Config.ts"
-export { DurableEmitter } from "./DurableEmitter.ts"
-export { type EmitReceipt, Emitter } from "./Emitter.ts"
+export { DurableEmitter, type DurableEmitterError, type DurableEmitterServices } from "./DurableEmitter.ts"
+export { EmitReceipt, Emitter, type FlushResult } from "./Emitter.ts"
 export * from "./Errors.ts"
 export * as Event from "./Event.ts"
 export type { EmitInput, ExtensionValue, Json } from "./Event.ts"

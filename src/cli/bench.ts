@@ -28,6 +28,9 @@ class ChildFailed extends Schema.TaggedError<ChildFailed>()("ChildFailed", {
 /** bench/main.ts of the repository this file belongs to (src/cli or dist/cli, two levels down). */
 const benchMain = () => fileURLToPath(new URL("../../bench/main.ts", import.meta.url))
 
+/** The benchmark ships with the source repository, not with the npm package: no command without it. */
+export const benchInstalled = (): boolean => fs.existsSync(benchMain())
+
 const run = (script: string, args: ReadonlyArray<string>) =>
   Effect.callback<number>((resume) => {
     const child = spawn(process.execPath, [script, ...args], { stdio: "inherit" })

@@ -13,10 +13,25 @@ const built = new URL("../../dist/cli/main.js", pathToFileURL(here))
 const canStripTypes = Boolean(process.features.typescript)
 const underNodeModules = here.split(/[\\/]/).includes("node_modules")
 
+// The command runs on @effect/platform-node, an optional peer dependency of the library (it pulls
+// in a Redis client an application does not need): say which package to install when it is absent.
+const cliPeer = "@effect/platform-node"
+const start = async (href) => {
+  try {
+    await import(href)
+  } catch (error) {
+    if (error?.code !== "ERR_MODULE_NOT_FOUND" || !String(error.message).includes(`'${cliPeer}'`)) throw error
+    process.stderr.write(
+      `durable-emitter: the command needs the package ${cliPeer}, which is not installed: npm install ${cliPeer}\n`
+    )
+    process.exitCode = 1
+  }
+}
+
 if (canStripTypes && !underNodeModules && existsSync(source)) {
-  await import(source.href)
+  await start(source.href)
 } else if (existsSync(built)) {
-  await import(built.href)
+  await start(built.href)
 } else {
   process.stderr.write(
     `durable-emitter: cannot start: ${fileURLToPath(built)} is missing (run \`npm run build\`)` +

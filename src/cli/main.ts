@@ -11,7 +11,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Exit, Layer, Logger, References, Runtime } from "effect"
 import { CliConfig, CliOutput, Command, GlobalFlag } from "effect/cli"
-import { benchCommand, passBenchArgs } from "./bench.ts"
+import { benchCommand, benchInstalled, passBenchArgs } from "./bench.ts"
 import { deadLettersCommand } from "./deadLetters.ts"
 import { demoCommand } from "./demo/command.ts"
 import { ingestServerCommand, stopsOnSignal } from "./ingestServer.ts"
@@ -38,7 +38,7 @@ const durableEmitter = Command.make("durable-emitter").pipe(
     inspectCommand,
     deadLettersCommand,
     ingestServerCommand,
-    benchCommand
+    ...(benchInstalled() ? [benchCommand] : [])
   ]),
   Command.withExamples([
     { command: "durable-emitter demo", description: "emit 20 000 events through an ingest outage, on the embedded store" },

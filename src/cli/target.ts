@@ -11,7 +11,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Config from "../Config.ts"
 import { storeLayer as optionsStoreLayer } from "../config/layers.ts"
-import { InvalidConfig, type StoreError, type StoreLocked } from "../Errors.ts"
+import { InvalidConfig, type PackageMissing, type StoreError, type StoreLocked } from "../Errors.ts"
 import type { Store } from "../Store.ts"
 import { CommandFailed } from "./errors.ts"
 
@@ -92,13 +92,13 @@ export const describeTarget = (options: Config.EmitterOptions): string =>
   })
 
 /** The Store alone (building it runs the migrations), on a small pool of its own. */
-export const storeLayer = (options: Config.EmitterOptions): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig> =>
+export const storeLayer = (options: Config.EmitterOptions): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig | PackageMissing> =>
   optionsStoreLayer(options, { maxConnections: 2, applicationName: `${options.name}-cli` })
 
 /** A plain SQL client on the same database, for what the Store does not offer (migration report). */
 export const sqlClientLayer = (
   options: Config.EmitterOptions
-): Layer.Layer<SqlClient.SqlClient, SqlError | StoreError | StoreLocked | InvalidConfig> =>
+): Layer.Layer<SqlClient.SqlClient, SqlError | StoreError | StoreLocked | InvalidConfig | PackageMissing> =>
   Option.match(options.databaseUrl, {
     onSome: (url) =>
       Layer.unwrap(Effect.map(

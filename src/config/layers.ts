@@ -7,7 +7,7 @@
  * loads PGlite's WebAssembly, and the CLI's `--help` loads neither.
  */
 import { Effect, Layer, Option } from "effect"
-import type { InvalidConfig, StoreError, StoreLocked } from "../Errors.ts"
+import type { InvalidConfig, PackageMissing, StoreError, StoreLocked } from "../Errors.ts"
 import type { Store } from "../Store.ts"
 import { serverCommitBoundMs } from "../sequencer/outcome.ts"
 import type { Transport } from "../Transport.ts"
@@ -29,7 +29,7 @@ export interface StoreTuning {
 export const storeLayer = (
   options: EmitterOptions,
   tuning: StoreTuning = {}
-): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig> =>
+): Layer.Layer<Store, StoreError | StoreLocked | InvalidConfig | PackageMissing> =>
   Option.match(options.databaseUrl, {
     onSome: (url) =>
       Layer.unwrap(Effect.map(Effect.promise(() => import("../store/PgStore.ts")), (PgStore) =>

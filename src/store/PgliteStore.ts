@@ -17,13 +17,13 @@
  *
  * `dataDir: "memory://"` keeps the database in memory, without a lock: for tests.
  */
-import { PGlite } from "@electric-sql/pglite"
+import type { PGlite } from "@electric-sql/pglite"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, type Scope } from "effect"
 import type * as Reactivity from "effect/reactivity/Reactivity"
 import type { SqlClient } from "effect/sql"
 import * as path from "node:path"
-import { InvalidConfig, StoreError, type StoreLocked } from "../Errors.ts"
+import { InvalidConfig, PackageMissing, StoreError, type StoreLocked } from "../Errors.ts"
 import type { Store } from "../Store.ts"
 import { makeBridge } from "./pgliteBridge.ts"
 import { acquireLock } from "./pgliteLock.ts"
@@ -59,14 +59,27 @@ let memoryTemplate: Promise<Blob> | undefined
  * SIGKILL loses every commit since the last WAL write (tried: all 1 550 rows of 31 batches). On
  * the command line it outranks postgresql.conf, ALTER SYSTEM, and the bridge's DISCARD ALL.
  */
-const startParams = [...PGlite.defaultStartParams, "-c", "synchronous_commit=on"]
+const startParamsOf = (Pglite: typeof PGlite) => [...Pglite.defaultStartParams, "-c", "synchronous_commit=on"]
 
-const createInMemory = async (): Promise<PGlite> => {
+/**
+ * PGlite is an optional peer dependency (27 MB that a PostgreSQL-only app does not install), so it
+ * is loaded here, when an embedded store opens, and its absence is a typed error naming it.
+ */
+const loadPglite: Effect.Effect<typeof PGlite, PackageMissing | StoreError> = Effect.tryPromise({
+  try: () => import("@electric-sql/pglite").then((module) => module.PGlite),
+  catch: (error) =>
+    (error as NodeJS.ErrnoException | undefined)?.code === "ERR_MODULE_NOT_FOUND" && String(error).includes("@electric-sql/pglite")
+      ? new PackageMissing({ packageName: "@electric-sql/pglite", feature: "the embedded store (used when no databaseUrl is set)" })
+      : new StoreError({ operation: "open", reason: `cannot load @electric-sql/pglite: ${String(error)}`, retryable: false })
+})
+
+const createInMemory = async (Pglite: typeof PGlite): Promise<PGlite> => {
+  const startParams = startParamsOf(Pglite)
   if (memoryTemplate !== undefined) {
     const template = await memoryTemplate.catch(() => undefined)
-    if (template !== undefined) return PGlite.create({ loadDataDir: template, startParams })
+    if (template !== undefined) return Pglite.create({ loadDataDir: template, startParams })
   }
-  const pglite = await PGlite.create(memory, { startParams })
+  const pglite = await Pglite.create(memory, { startParams })
   if (memoryTemplate === undefined) {
     memoryTemplate = pglite.dumpDataDir("none")
     memoryTemplate.catch(() => (memoryTemplate = undefined))
@@ -75,17 +88,17 @@ const createInMemory = async (): Promise<PGlite> => {
   return pglite
 }
 
-const openPglite = (pgdata: string | undefined): Effect.Effect<PGlite, StoreError, Scope.Scope> =>
+const openPglite = (pgdata: string | undefined): Effect.Effect<PGlite, PackageMissing | StoreError, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.tryPromise({
-      try: () => pgdata === undefined ? createInMemory() : PGlite.create(pgdata, { startParams }),
+    Effect.flatMap(loadPglite, (Pglite) => Effect.tryPromise({
+      try: () => pgdata === undefined ? createInMemory(Pglite) : Pglite.create(pgdata, { startParams: startParamsOf(Pglite) }),
       catch: (error) =>
         new StoreError({
           operation: "open",
           reason: `cannot open PGlite in ${pgdata ?? memory}: ${String(error)}`,
           retryable: false
         })
-    }),
+    })),
     (pglite) =>
       Effect.tryPromise(() => pglite.close()).pipe(
         Effect.catch((error) => Effect.logWarning("PGlite did not close cleanly", error))
@@ -98,7 +111,7 @@ const openPglite = (pgdata: string | undefined): Effect.Effect<PGlite, StoreErro
  */
 export const makeClient = (
   options: PgliteStoreClientOptions
-): Effect.Effect<PgClient.PgClient, StoreError | StoreLocked | InvalidConfig, Scope.Scope | Reactivity.Reactivity> =>
+): Effect.Effect<PgClient.PgClient, StoreError | StoreLocked | InvalidConfig | PackageMissing, Scope.Scope | Reactivity.Reactivity> =>
   Effect.gen(function*() {
     const { dataDir } = options
     if (typeof dataDir !== "string" || dataDir.length === 0) {
@@ -128,14 +141,14 @@ export const makeClient = (
 /** `PgClient | SqlClient` on PGlite in `dataDir` (see `makeClient`). */
 export const layerClient = (
   options: PgliteStoreClientOptions
-): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError | StoreLocked | InvalidConfig> =>
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError | StoreLocked | InvalidConfig | PackageMissing> =>
   PgClient.layerFrom(makeClient(options))
 
 /**
  * The embedded Store: PGlite in `dataDir`, the PostgreSQL Store's SQL and migrations. Fails with
  * `StoreLocked` when another process (or another layer of this one) has the directory open.
  */
-export const layer = (options: PgliteStoreOptions): Layer.Layer<Store, InvalidConfig | StoreError | StoreLocked> =>
+export const layer = (options: PgliteStoreOptions): Layer.Layer<Store, InvalidConfig | StoreError | StoreLocked | PackageMissing> =>
   Layer.unwrap(Effect.gen(function*() {
     yield* tables(options.tablePrefix) // fail on a bad prefix before opening anything
     const { dataDir: _, ...storeOptions } = options
