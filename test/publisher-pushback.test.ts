@@ -8,6 +8,7 @@ import { Effect, Fiber, Logger } from "effect"
 import { TestClock } from "effect/testing"
 import * as RetryThrottle from "../src/publisher/retryThrottle.ts"
 import { Script } from "../src/testing/ScriptedTransport.ts"
+import { TransportError } from "../src/Transport.ts"
 import { setup } from "./support/publisher.ts"
 
 const captureLogs = () => {
@@ -111,5 +112,36 @@ describe("retry throttle", () => {
       const calls = yield* script.calls
       assert.strictEqual(calls.length, 7 + 31 + 2)
       assert.strictEqual(calls[calls.length - 1]!.outcome._tag, "Answered")
+    }))
+})
+
+describe("failure episodes in the log", () => {
+  it.effect("one warning when rows are first postponed, naming the cause; one at the end, with counts", () =>
+    Effect.gen(function*() {
+      const { layer, logs } = captureLogs()
+      const { commit, publisher, script } = yield* setup({
+        publishBatchSize: 1, publishConcurrency: 1, retryBaseDelayMs: 100, retryMaxDelayMs: 100, retryBudgetMs: 1_000
+      }, layer)
+      yield* script.setDefault(Script.fail(new TransportError({ kind: "retryable", code: "network", reason: "connect ECONNREFUSED 127.0.0.1:9" })))
+      yield* publisher.offer(yield* commit(3))
+      let flushing = yield* Effect.forkChild(publisher.flush)
+      for (let i = 0; i < 30; i++) yield* TestClock.adjust(100)
+      yield* Fiber.join(flushing)
+      const failed = yield* script.callCount
+      let warnings = logs.filter((l) => l.level === "Warn")
+      assert.strictEqual(warnings.length, 1, JSON.stringify(warnings))
+      assert.include(warnings[0]!.text, "delivery postponed")
+      assert.include(warnings[0]!.text, "last error: connect ECONNREFUSED 127.0.0.1:9")
+      yield* script.setDefault(Script.deliver)
+      yield* publisher.offer(yield* commit(2))
+      flushing = yield* Effect.forkChild(publisher.flush)
+      yield* TestClock.adjust(100)
+      yield* Fiber.join(flushing)
+      warnings = logs.filter((l) => l.level === "Warn")
+      assert.strictEqual(warnings.length, 2, JSON.stringify(warnings))
+      assert.include(warnings[1]!.text, "delivery succeeds again")
+      assert.include(warnings[1]!.text, `"failedRequests":${failed}`)
+      assert.include(warnings[1]!.text, `"postponedRows":3`)
+      assert.include(warnings[1]!.text, `"postponements":3`)
     }))
 })
