@@ -28,7 +28,7 @@ export const adminClient = PgClient.layer({ url: Redacted.make(databaseUrl), max
 export const dropTables = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
     sql.unsafe(
-      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_baseline`
+      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_rotation, ${prefix}_baseline`
     ).unprepared
   ).pipe(Effect.provide(adminClient), Effect.orDie)
 
@@ -341,6 +341,8 @@ export interface BenchArgs {
   readonly quick: boolean
   /** `--concurrency 1,10,100`: the closed-loop levels of `write`. */
   readonly concurrency: ReadonlyArray<number> | undefined
+  /** `--minutes N`: how long `soak` runs (fractions allowed). */
+  readonly minutes?: number | undefined
 }
 
 export interface ScenarioResult {

@@ -36,8 +36,9 @@ const sampledId = (id: string) => id.charCodeAt(35) === zero
 /**
  * Latencies of answered requests and of sampled events: receipt → delivery acknowledged (the
  * request that carried the event answered "delivered"), and emit start → acknowledged.
+ * `onPair` sees each sampled emit start → ack as it is paired, with the ack's time (soak: per minute).
  */
-export const makeRecorder = () => {
+export const makeRecorder = (onPair?: (emitToAckMs: number, ackAt: number) => void) => {
   const request = new Reservoir(100_000)
   const receiptToAck = new Reservoir(100_000)
   const emitToAck = new Reservoir(100_000)
@@ -50,6 +51,7 @@ export const makeRecorder = () => {
   const pair = (receipt: { startedAt: number; at: number }, ackAt: number) => {
     receiptToAck.add(ackAt - receipt.at)
     emitToAck.add(ackAt - receipt.startedAt)
+    onPair?.(ackAt - receipt.startedAt, ackAt)
   }
 
   const onAnswer: OnAnswer = (events, results, startedAt, endedAt) => {

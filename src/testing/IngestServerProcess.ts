@@ -21,7 +21,7 @@ export interface IngestServerProcessOptions {
   readonly faults?: FaultConfig
   /** Extra Node.js flags for the child (e.g. ["--max-old-space-size=256"]). */
   readonly execArgv?: ReadonlyArray<string>
-  /** How long to wait for the child to listen. Default 10 s. */
+  /** How long to wait for the child to listen. Default 30 s: on a busy machine a Node.js start takes seconds. */
   readonly startTimeoutMs?: number
 }
 
@@ -35,6 +35,11 @@ export interface IngestServerProcess {
   readonly sequences: (gaps?: number) => Promise<
     ReturnType<ReceivedSequences["footprint"]> & { readonly keys: ReadonlyArray<SequenceSummary> }
   >
+  /**
+   * The child's memory in bytes (`process.memoryUsage()`); with `gc`, after a full collection when
+   * the child runs with `execArgv: ["--expose-gc"]` (`collected` says whether it did).
+   */
+  readonly memory: (gc?: boolean) => Promise<NodeJS.MemoryUsage & { readonly collected: boolean }>
   /** The sampled events (with `sampleEvery`), in their JSON form. */
   readonly samples: () => Promise<ReadonlyArray<ReturnType<typeof receivedEventJson>>>
   /** Applies a fault configuration on top of the current one. */
@@ -77,7 +82,7 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     const timer = setTimeout(() => {
       child.kill("SIGKILL")
       reject(new Error("the ingest server process did not start in time"))
-    }, options.startTimeoutMs ?? 10_000)
+    }, options.startTimeoutMs ?? 30_000)
     child.once("exit", (code) => {
       clearTimeout(timer)
       reject(new Error(`the ingest server process exited with code ${code} before listening`))
@@ -113,6 +118,7 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     requests: () => call("GET", "/requests"),
     sequences: (gaps = 10) => call("GET", `/sequences?gaps=${gaps}`),
     samples: () => call("GET", "/samples"),
+    memory: (gc = false) => call("GET", gc ? "/memory?gc=1" : "/memory"),
     faults: (config) => call<unknown>("POST", "/faults", config).then(() => undefined),
     clearFaults: () => call<unknown>("DELETE", "/faults").then(() => undefined),
     clear: () => call<unknown>("POST", "/clear").then(() => undefined),
