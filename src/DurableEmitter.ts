@@ -92,7 +92,8 @@ export const outboxServices = (options: Config.EmitterOptions, parts: ReadonlyAr
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts), Outbox.layer(options))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Liveness.layer)
+    Layer.provide(Liveness.layer),
+    Layer.provide(stopped)
   )
 
 /** Options of `layerFromClient`: the connection is the application's PgClient, so none of its settings. */
