@@ -198,12 +198,10 @@ export class StoreLocked extends Schema.TaggedError<StoreLocked>()("StoreLocked"
  */
 export class PackageMissing extends Schema.TaggedError<PackageMissing>()("PackageMissing", {
   packageName: Schema.String,
-  feature: Schema.String
+  feature: Schema.String,
+  retryable: never
 }) {
   override get message() {
     return `${this.feature} needs the package ${this.packageName}, which is not installed: npm install ${this.packageName}`
-  }
-  get retryable() {
-    return false
   }
 }

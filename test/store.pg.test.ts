@@ -74,7 +74,7 @@ layer(ClientLayer, { timeout: "30 seconds", excludeTestServices: true })("PgStor
       })
       yield* PgStore.make({ tablePrefix: prefix })
       const versions = yield* sql.unsafe<{ version: number }>(`SELECT version FROM ${prefix}_migrations`)
-      assert.deepStrictEqual(versions.map((v) => v.version), [1, 2])
+      assert.deepStrictEqual(versions.map((v) => v.version), [1, 2, 3])
     }))
 })
 
@@ -269,7 +269,7 @@ describe("PgStore across processes", () => {
         "sequences"
       ])
       const versions = yield* sql.unsafe<{ version: number }>(`SELECT version FROM ${prefix}_migrations`)
-      assert.deepStrictEqual(versions.map((v) => v.version), [1, 2])
+      assert.deepStrictEqual(versions.map((v) => v.version), [1, 2, 3])
     }).pipe(Effect.scoped, Effect.provide(ClientLayer)), 60_000)
 })
 

@@ -228,7 +228,7 @@ describe("rotation on PostgreSQL (autovacuum off)", () => {
       // leaves more than 60 MB.
       assert.isBelow(result.maxBytes, 32 * partitionBytes, `peak ${result.maxBytes} bytes`)
       assert.isAbove(result.appended, 30 * 1000)
-    }).pipe(Effect.scoped, Effect.provide(ClientLayer)), 120_000)
+    }).pipe(Effect.scoped, Effect.provide(ClientLayer)), 240_000)
 })
 
 describe("rotation on PGlite", () => {
@@ -238,7 +238,7 @@ describe("rotation on PGlite", () => {
       const result = yield* churn("durable_emitter", { producers: 2, batch: 100, minRotations: 15, partitionBytes })
       assert.isAtLeast(result.rotations, 15)
       assert.isBelow(result.maxBytes, 8 * partitionBytes, `peak ${result.maxBytes} bytes`)
-    }).pipe(Effect.scoped, Effect.provide(PgliteClient)), 120_000)
+    }).pipe(Effect.scoped, Effect.provide(PgliteClient)), 240_000)
 })
 
 describe("rotation next to a long-open transaction (the outbox)", () => {
