@@ -88,7 +88,7 @@ export const run = (args: BenchArgs) => {
   return withTables(prefix, Effect.scoped(Effect.gen(function*() {
     yield* createOrders(prefix)
     yield* Effect.addFinalizer(() => dropOrders(prefix))
-    const server = yield* ingestServer
+    const server = yield* ingestServer(false)
     const options: EmitterOptions = yield* resolveOptions({ tablePrefix: prefix, ingestUrl: server.url }, args.options)
     const app = PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: poolSize, applicationName: "durable-emitter-bench-app" })
 

@@ -60,13 +60,18 @@ export const startLine = (options: Config.EmitterOptions, parts: ReadonlyArray<C
   return `durable emitter "${options.name}" started: ${store}${ingest}; ${changed === "" ? "every other option at its default" : changed}`
 }
 
-/** Logs start (one line) and stop, and publishes the effective settings as the config-info gauge. */
+/** Logs the start (one line) and publishes the effective settings as the config-info gauge. */
 const lifecycle = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.Part>) =>
   Layer.effectDiscard(Effect.gen(function*() {
     yield* Metric.update(Metric.withAttributes(Metrics.configInfo, Config.describe(options, parts)), 1)
     yield* Effect.logInfo(startLine(options, parts))
-    yield* Effect.addFinalizer(() => Effect.logInfo("durable emitter stopped"))
   }))
+
+/**
+ * Logs the stop. Built before every service, so its finalizer runs after theirs: the line comes
+ * once shutdown has finished (the publisher's delivery within `shutdownTimeout` included).
+ */
+const stopped = Layer.effectDiscard(Effect.addFinalizer(() => Effect.logInfo("durable emitter stopped")))
 
 /**
  * Everything but the Store and the Transport, from resolved options. `parts` are the parts the
@@ -77,7 +82,8 @@ export const services = (options: Config.EmitterOptions, parts: ReadonlyArray<Co
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Liveness.layer)
+    Layer.provide(Liveness.layer),
+    Layer.provide(stopped)
   )
 
 /** The same with the transactional outbox, on the application's PgClient. */
@@ -86,7 +92,8 @@ export const outboxServices = (options: Config.EmitterOptions, parts: ReadonlyAr
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts), Outbox.layer(options))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Liveness.layer)
+    Layer.provide(Liveness.layer),
+    Layer.provide(stopped)
   )
 
 /** Options of `layerFromClient`: the connection is the application's PgClient, so none of its settings. */

@@ -56,8 +56,11 @@ export class EmitterClosed extends Schema.TaggedError<EmitterClosed>()("EmitterC
 
 /**
  * The commit did not happen or its outcome is unknown. `retryable` is true when trying again can
- * help (connection loss, serialization failure, timeout). When `committed` is "unknown" a retry
- * may write the event twice (with a new id); consumers deduplicate by idempotency key.
+ * help (connection loss, serialization failure, timeout, a backed-up write queue); false when the
+ * database refused this emit's own data (its batch was split so that the other emits committed).
+ * `committed` is "unknown" only when the database did not answer within `commitTimeout`, not even
+ * to a lookup of the events: then a retry may write the event twice (with a new id); consumers
+ * deduplicate by idempotency key.
  */
 export class CommitFailed extends Schema.TaggedError<CommitFailed>()("CommitFailed", {
   reason: Schema.String,
@@ -195,12 +198,10 @@ export class StoreLocked extends Schema.TaggedError<StoreLocked>()("StoreLocked"
  */
 export class PackageMissing extends Schema.TaggedError<PackageMissing>()("PackageMissing", {
   packageName: Schema.String,
-  feature: Schema.String
+  feature: Schema.String,
+  retryable: never
 }) {
   override get message() {
     return `${this.feature} needs the package ${this.packageName}, which is not installed: npm install ${this.packageName}`
-  }
-  get retryable() {
-    return false
   }
 }

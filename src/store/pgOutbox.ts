@@ -6,17 +6,25 @@
  * consumes no sequence number, and a long application transaction holds no lock another emitter of
  * the same (source, type) needs (it only inserted into the pending table).
  *
+ * Promoted rows go to the events table's current partition, as appended ones do (pgPartitions.ts).
+ *
  * Promotions take a transaction-scoped advisory lock, so one promoter at a time (in any process)
  * numbers pending rows, oldest insert first: an event whose transaction committed before another
  * event was emitted always gets the lower seq.
  */
 import type { NewEvent, StoredEvent } from "../Store.ts"
+import { currentSlot } from "./pgPartitions.ts"
 import { ms, ownBytes, statement, toNumber, ts } from "./pgStatement.ts"
 
 /** The names of pgSchema's Tables the outbox uses (structural: pgSchema imports this file). */
 interface Tables {
   readonly prefix: string
   readonly events: string
+  readonly eventsIdSeq: string
+  readonly eventsIdIdx: string
+  readonly eventsNextAttemptIdx: string
+  readonly eventsCreatedIdx: string
+  readonly rotation: string
   readonly sequences: string
 }
 
@@ -128,8 +136,8 @@ export const outboxStatements = (t: Tables) => {
           ON CONFLICT (source, type) DO UPDATE SET last = s.last + EXCLUDED.last
           RETURNING s.source, s.type, s.last
         )
-        INSERT INTO ${t.events} (source, type, seq, event_id, payload, created_at, next_attempt_at)
-        SELECT r.source, r.type, s.last - r.n + r.rank, r.event_id, r.payload, r.created_at, ${ts(p.leaseUntil)}
+        INSERT INTO ${t.events} (slot, source, type, seq, event_id, payload, created_at, next_attempt_at)
+        SELECT ${currentSlot(t)}, r.source, r.type, s.last - r.n + r.rank, r.event_id, r.payload, r.created_at, ${ts(p.leaseUntil)}
         FROM ranked r JOIN s ON s.source = r.source AND s.type = r.type
         ORDER BY r.id
         RETURNING ${columns}`,

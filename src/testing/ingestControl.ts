@@ -8,6 +8,7 @@
  *   GET    /sequences?gaps=10 → with record "seqnums": per (source, type) the distinct seqnums,
  *                                lowest, highest, missing and first gaps; the ledger's footprint
  *   GET    /samples           → the sampled events (JSON form, with a sample recorder)
+ *   GET    /ids               → every distinct produced id (with record "events" or "ids")
  *   GET    /memory?gc=1       → the process's memory (bytes: rss, heapUsed, …), after a full GC
  *                                when asked and the process runs with --expose-gc
  *   GET    /faults            → the current fault state
@@ -82,6 +83,8 @@ export const startControlServer = async (
           const gaps = Number(url.searchParams.get("gaps") ?? 10)
           return { ...handle.received.sequences.footprint(), keys: handle.received.sequences.summary(gaps) }
         }
+        case "GET /ids":
+          return [...handle.received.ids]
         case "GET /samples":
           return (options.samples?.events() ?? []).map(receivedEventJson)
         case "GET /memory": {
