@@ -15,7 +15,7 @@
  * (exact to the microsecond) and read back as `extract(epoch) * 1000`, so they round-trip exactly.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Fiber, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { InvalidConfig, StoreError } from "../Errors.ts"
@@ -67,7 +67,7 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
   // says more than ours.
   const clientTimeout = options.serverTimeout ? Duration.sum(queryTimeout, Duration.seconds(1)) : queryTimeout
   const guard = (operation: string) => <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, StoreError> =>
-    effect.pipe(
+    detached(effect).pipe(
       Effect.mapError(toStoreError(operation)),
       Effect.timeoutOrElse({
         duration: clientTimeout,
@@ -90,6 +90,21 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
     ...makeStatsOperations(runner, t)
   })
 })
+
+/**
+ * Runs a driver call in a fiber of its own, so that interrupting the caller (this guard's timeout,
+ * the Sequencer's commit budget, shutdown) returns at once. sql-pg answers an interruption by
+ * draining the connection, for up to 5 s when the server does not answer (a hung or partitioned
+ * database): without this, an emit waited that long past commitTimeout, and shutdown 5 s past
+ * shutdownTimeout. The driver's drain goes on in the background and ends the connection.
+ */
+const detached = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.forkDetach(effect), (fiber) =>
+      restore(Fiber.join(fiber)).pipe(
+        Effect.onInterrupt(() => Effect.asVoid(Effect.forkDetach(Fiber.interrupt(fiber))))
+      ))
+  )
 
 const durationOption = (option: string, input: Duration.Input | undefined, fallback: Duration.Duration) => {
   if (input === undefined) return Effect.succeed(fallback)
