@@ -15,7 +15,7 @@
  * (exact to the microsecond) and read back as `extract(epoch) * 1000`, so they round-trip exactly.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Fiber, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { InvalidConfig, StoreError } from "../Errors.ts"
@@ -106,6 +106,25 @@ const detached = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, 
       ))
   )
 
+/**
+ * `layer`, whose release waits at most `within` for the layer's own finalizers and lets them
+ * finish in the background. The pool's close waits for every connection to come back, and one
+ * whose statement was abandoned (see `detached`) comes back only when sql-pg's drain gives up,
+ * 5 s later when the database does not answer: shutdown must not wait for that.
+ */
+const releasedWithin = <ROut, E>(layer: Layer.Layer<ROut, E>, within: Duration.Input): Layer.Layer<ROut, E> =>
+  Layer.effectContext(Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(layer, scope).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    yield* Effect.addFinalizer((exit) =>
+      Effect.flatMap(Effect.forkDetach(Scope.close(scope, exit)), (fiber) => Effect.asVoid(Effect.timeoutOption(Fiber.await(fiber), within)))
+    )
+    return context
+  }))
+
+/** How long closing the Store waits for its pool; what is left closes in the background. */
+const poolCloseWait = Duration.seconds(1)
+
 const durationOption = (option: string, input: Duration.Input | undefined, fallback: Duration.Duration) => {
   if (input === undefined) return Effect.succeed(fallback)
   const decoded = Duration.fromInput(input)
@@ -147,7 +166,7 @@ export const layer = (options: PgStoreOptions): Layer.Layer<Store, InvalidConfig
       }
     })
     return Layer.effect(Store, make({ ...options, serverTimeout: true })).pipe(
-      Layer.provide(client),
+      Layer.provide(releasedWithin(client, poolCloseWait)),
       Layer.catchTag("SqlError", (error) => Layer.effect(Store, Effect.fail(toStoreError("connect")(error))))
     )
   }))
