@@ -47,6 +47,17 @@ const repeatForFault = <R>(step: Effect.Effect<void, never, R>, everyMs: number)
     }
   })
 
+/** A real emitter whose database is behind `proxy`, with short commit, connect and shutdown bounds. */
+const emitterOn = (proxy: TcpProxy, prefix: string, ingestUrl: string, name: string) =>
+  DurableEmitter.layerWith({
+    ...fastRecovery(prefix, ingestUrl),
+    databaseUrl: proxy.urlFor(databaseUrl),
+    name,
+    commitTimeout: 1_000,
+    connectTimeout: 500,
+    shutdownTimeout
+  })
+
 interface Fault {
   /** Starts the fault; may run for up to `faultMs` (the scenario waits out the rest). */
   readonly apply: (proxy: TcpProxy, application: string) => Effect.Effect<void, never, SqlClient.SqlClient>
@@ -70,14 +81,7 @@ const scenario = (label: string, fault: Fault) =>
     const application = `${prefix}_emitter`
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(
-      DurableEmitter.layerWith({
-        ...fastRecovery(prefix, server.url),
-        databaseUrl: proxy.urlFor(databaseUrl),
-        name: application,
-        commitTimeout: 1_000,
-        connectTimeout: 500,
-        shutdownTimeout
-      }),
+      emitterOn(proxy, prefix, server.url, application),
       scope
     )
     const emitting = yield* startEmitting(Context.get(context, Emitter), 4, keys)
@@ -193,14 +197,7 @@ describe("database faults under a running emitter", () => {
       const proxy = yield* pgProxy(databaseUrl)
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(
-        DurableEmitter.layerWith({
-          ...fastRecovery(prefix, server.url),
-          databaseUrl: proxy.urlFor(databaseUrl),
-          name: `${prefix}_shutdown`,
-          commitTimeout: 1_000,
-          connectTimeout: 500,
-          shutdownTimeout
-        }),
+        emitterOn(proxy, prefix, server.url, `${prefix}_shutdown`),
         scope
       )
       const emitting = yield* startEmitting(Context.get(context, Emitter), 4, keys)
