@@ -17,7 +17,7 @@
  * committed, the publisher delivers within `shutdownTimeout`, then everything stops; rows not
  * delivered stay in the table for the next start.
  */
-import { type Config as EffectConfig, Effect, Layer, Metric, Option } from "effect"
+import { type Config as EffectConfig, Effect, Layer, Metric, Option, References } from "effect"
 import * as Config from "./Config.ts"
 import { storeLayer, transportLayer } from "./config/layers.ts"
 import { Emitter } from "./Emitter.ts"
@@ -72,12 +72,30 @@ export const services = (options: Config.EmitterOptions, parts: ReadonlyArray<Co
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Liveness.layer)
+    Layer.provide(Liveness.layer),
+    annotatedWith(options.name)
   )
+
+/**
+ * Builds a layer (and so every fiber it forks) with `emitter: name` added to the application's
+ * metric attributes and log annotations: every series and log line of the emitter carries it.
+ */
+const annotatedWith = (name: string) => <A, E, R>(layer: Layer.Layer<A, E, R>): Layer.Layer<A, E, R> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const attributes = yield* Metric.CurrentMetricAttributes
+    const annotations = yield* References.CurrentLogAnnotations
+    return layer.pipe(Layer.provide(Layer.mergeAll(
+      Layer.succeed(Metric.CurrentMetricAttributes, { ...attributes, emitter: name }),
+      Layer.succeed(References.CurrentLogAnnotations, { ...annotations, emitter: name })
+    )))
+  }))
 
 /** The whole emitter from resolved options; the Store is exposed too (dead letters, inspection). */
 const fromOptions = (options: Config.EmitterOptions) =>
-  services(options).pipe(Layer.provideMerge(storeLayer(options)), Layer.provide(transportLayer(options)))
+  services(options).pipe(
+    Layer.provideMerge(storeLayer(options).pipe(annotatedWith(options.name))),
+    Layer.provide(transportLayer(options).pipe(annotatedWith(options.name)))
+  )
 
 export const DurableEmitter: {
   /** Options from the environment: DATABASE_URL, DURABLE_EMITTER_INGEST_URL, DURABLE_EMITTER_*. */
