@@ -1,15 +1,22 @@
 /**
  * The raw-PostgreSQL baselines: the same rows (same columns, the same encoded 256-byte-data
  * CloudEvent payloads) in a plain table of the same shape as the events table (same primary key
- * and indexes), written with plain multi-row statements from ONE client of the same driver
- * (@effect/sql-pg, prepared statements), no sequences table, no batching logic, no network hop.
+ * and indexes, the server's durability settings), written through the same driver
+ * (@effect/sql-pg) with no sequences table, no batching logic and no network hop.
+ *
+ * Each scenario's limit is the best of a sweep (bench/sweep.ts) over the client counts and
+ * statement sizes the emitter itself may use. The single-client, 100-row figure the benchmark
+ * used to compare against is measured too, so the history stays comparable.
  */
-import { Effect } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import type { NewEvent } from "../src/Store.ts"
-import { adminClient, prepared, since } from "./common.ts"
+import { adminClient, databaseUrl, prepared, since } from "./common.ts"
+import type { DrainForm, InsertForm, PointResult, Sweep, SweepPoint } from "./sweep.ts"
+import { sweepOf } from "./sweep.ts"
 
-/** Rows per INSERT and per DELETE statement. */
+/** Rows per INSERT and per DELETE statement of the single-client baseline. */
 export const rowsPerStatement = 100
 
 const createTable = (table: string) => [
@@ -30,15 +37,25 @@ const createTable = (table: string) => [
   `CREATE INDEX ON ${table} (created_at)`
 ]
 
-const insertText = (table: string) => {
-  const rows: Array<string> = []
-  const at = rowsPerStatement * 5
-  for (let r = 0; r < rowsPerStatement; r++) {
+const columns = "(source, type, seq, event_id, payload, created_at, next_attempt_at)"
+
+/** Multi-row VALUES, five parameters a row plus the two timestamps. */
+const valuesText = (table: string, rows: number) => {
+  const tuples: Array<string> = []
+  const at = rows * 5
+  for (let r = 0; r < rows; r++) {
     const b = r * 5
-    rows.push(`($${b + 1},$${b + 2},$${b + 3},$${b + 4},$${b + 5},to_timestamp($${at + 1}::float8/1000),to_timestamp($${at + 2}::float8/1000))`)
+    tuples.push(`($${b + 1},$${b + 2},$${b + 3},$${b + 4},$${b + 5},to_timestamp($${at + 1}::float8/1000),to_timestamp($${at + 2}::float8/1000))`)
   }
-  return `INSERT INTO ${table} (source, type, seq, event_id, payload, created_at, next_attempt_at) VALUES ${rows.join(",")} RETURNING id`
+  return `INSERT INTO ${table} ${columns} VALUES ${tuples.join(",")} RETURNING id`
 }
+
+/** The emitter's form: one key, arrays of ids and payloads, seqs numbered by the statement. */
+const unnestText = (table: string) =>
+  `INSERT INTO ${table} ${columns}
+   SELECT $1, $2, $3::int8 + i.ord, i.event_id, i.payload, to_timestamp($6::float8/1000), to_timestamp($7::float8/1000)
+   FROM unnest($4::text[], $5::bytea[]) WITH ORDINALITY AS i(event_id, payload, ord)
+   RETURNING id`
 
 /** A pool of real encoded events, cycled through (the payload bytes are what matter to the database). */
 const pool = (() => {
@@ -52,71 +69,116 @@ export interface Baseline {
   readonly rowsPerSecond: number
 }
 
+/** The statements over one table, on whatever SqlClient is provided. */
 const make = Effect.fnUntraced(function*(table: string) {
   const sql = yield* SqlClient.SqlClient
   for (const statement of createTable(table)) yield* sql.unsafe(statement).unprepared
-  const insert = insertText(table)
   const events = pool()
+  const valuesTexts = new Map<number, string>()
+  const unnest = unnestText(table)
   let seq = 0
   let cursor = 0
-  /** One multi-row INSERT of `rowsPerStatement` rows; answers their ids. */
-  const insertBatch = (nextAttemptAt: number) =>
+  const take = (rows: number) => {
+    const out = new Array<NewEvent>(rows)
+    for (let r = 0; r < rows; r++) out[r] = events[cursor++ % events.length]!
+    return out
+  }
+  const toIds = (rows: ReadonlyArray<ReadonlyArray<unknown>>) => rows.map((row) => row[0] as bigint)
+  /** One INSERT of `rows` rows in `form`; answers their ids. */
+  const insertBatch = (rows: number, nextAttemptAt: number, form: InsertForm = "values") =>
     Effect.suspend(() => {
-      const params: Array<unknown> = []
-      for (let r = 0; r < rowsPerStatement; r++) {
-        const event = events[cursor++ % events.length]!
-        params.push(event.source, event.type, ++seq, event.eventId, event.payload)
+      const batch = take(rows)
+      if (form === "unnest") {
+        const first = seq
+        seq += rows
+        const e0 = batch[0]!
+        return sql.unsafe(unnest, [e0.source, e0.type, first, batch.map((e) => e.eventId), batch.map((e) => e.payload), Date.now(), nextAttemptAt]).values
       }
+      let text = valuesTexts.get(rows)
+      if (text === undefined) valuesTexts.set(rows, text = valuesText(table, rows))
+      const params: Array<unknown> = []
+      for (const event of batch) params.push(event.source, event.type, ++seq, event.eventId, event.payload)
       params.push(Date.now(), nextAttemptAt)
-      return sql.unsafe(insert, params).values
-    }).pipe(Effect.map((rows) => rows.map((row) => row[0] as bigint)))
+      return sql.unsafe(text, params).values
+    }).pipe(Effect.map(toIds))
   const deleteBatch = (ids: ReadonlyArray<bigint>) => sql.unsafe(`DELETE FROM ${table} WHERE id = ANY($1::int8[])`, [ids]).values
+  const due = `WHERE next_attempt_at <= now() ORDER BY next_attempt_at, id`
+  /** Reads one page of due rows with their payloads and deletes it; answers how many. */
+  const drainPage = (rows: number, deleteIds: number, form: DrainForm) =>
+    form === "delete-returning"
+      ? sql.unsafe(`DELETE FROM ${table} WHERE id IN (SELECT id FROM ${table} ${due} LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, payload`, [rows]).values
+        .pipe(Effect.map((page) => page.length))
+      : sql.withTransaction(Effect.gen(function*() {
+        const page = yield* sql.unsafe(`SELECT id, payload FROM ${table} ${due} LIMIT $1 FOR UPDATE SKIP LOCKED`, [rows]).values
+        const ids = toIds(page)
+        for (let i = 0; i < ids.length; i += deleteIds) yield* deleteBatch(ids.slice(i, i + deleteIds))
+        return ids.length
+      }))
+  const truncate = sql.unsafe(`TRUNCATE ${table}`).unprepared
   const drop = sql.unsafe(`DROP TABLE IF EXISTS ${table}`).unprepared
-  return { sql, insertBatch, deleteBatch, drop }
+  return { sql, insertBatch, deleteBatch, drainPage, truncate, drop }
 })
+
+type Table = Effect.Success<ReturnType<typeof make>>
 
 const rate = (rows: number, elapsed: number): Baseline => ({ rows, ms: elapsed, rowsPerSecond: rows / (elapsed / 1000) })
 
 const statements = (rows: number) => Math.max(1, Math.ceil(rows / rowsPerStatement))
 
-/** INSERT only, `rowsPerStatement` rows per statement: the write-path baseline. */
+// ---- the single-client baselines (the benchmark's figure before the sweep) ----------------------
+
+/** INSERT only, `rowsPerStatement` rows per statement, one client: the old write-path baseline. */
 export const insertOnly = (table: string, rows: number) =>
   Effect.gen(function*() {
     const b = yield* make(table)
     // Warm-up: prepares the statement, fills caches.
-    for (let i = 0; i < 20; i++) yield* b.insertBatch(Date.now() + 60_000)
-    yield* b.sql.unsafe(`TRUNCATE ${table}`).unprepared
+    for (let i = 0; i < 20; i++) yield* b.insertBatch(rowsPerStatement, Date.now() + 60_000)
+    yield* b.truncate
     const n = statements(rows)
     const start = performance.now()
-    for (let i = 0; i < n; i++) yield* b.insertBatch(Date.now() + 60_000)
+    for (let i = 0; i < n; i++) yield* b.insertBatch(rowsPerStatement, Date.now() + 60_000)
     const result = rate(n * rowsPerStatement, since(start))
     yield* b.drop
     return result
   }).pipe(Effect.provide(adminClient), Effect.orDie)
 
-/** INSERT then DELETE by id, `rowsPerStatement` rows per statement each: the end-to-end baseline. */
+/** INSERT then DELETE by id, `rowsPerStatement` rows per statement each, one client: the old end-to-end baseline. */
 export const insertDelete = (table: string, rows: number) =>
   Effect.gen(function*() {
     const b = yield* make(table)
-    for (let i = 0; i < 20; i++) yield* b.deleteBatch(yield* b.insertBatch(Date.now() + 60_000))
+    for (let i = 0; i < 20; i++) yield* b.deleteBatch(yield* b.insertBatch(rowsPerStatement, Date.now() + 60_000))
     const n = statements(rows)
     const start = performance.now()
-    for (let i = 0; i < n; i++) yield* b.deleteBatch(yield* b.insertBatch(Date.now() + 60_000))
+    for (let i = 0; i < n; i++) yield* b.deleteBatch(yield* b.insertBatch(rowsPerStatement, Date.now() + 60_000))
     const result = rate(n * rowsPerStatement, since(start))
     yield* b.drop
     return result
   }).pipe(Effect.provide(adminClient), Effect.orDie)
 
+/** Writes `rows` due rows (not timed) and analyzes the table. */
+const fillBacklog = (b: Table, table: string, rows: number, clients: number) =>
+  Effect.gen(function*() {
+    const n = Math.ceil(rows / 1000)
+    let next = 0
+    const worker = Effect.gen(function*() {
+      while (next < n) {
+        const i = next++
+        yield* b.insertBatch(Math.min(1000, rows - i * 1000), Date.now() - 1_000, "unnest")
+      }
+    })
+    yield* Effect.forEach(Array.from({ length: clients }), () => worker, { concurrency: "unbounded", discard: true })
+    yield* b.sql.unsafe(`ANALYZE ${table}`).unprepared
+  })
+
 /**
- * A backlog drained by hand: `rows` due rows are inserted (not timed), then read oldest first
- * 1 000 at a time with their payloads and deleted by id, `rowsPerStatement` per statement.
+ * A backlog drained by hand, one client: `rows` due rows are inserted (not timed), then read
+ * oldest first 1 000 at a time with their payloads and deleted by id, `rowsPerStatement` per
+ * statement: the old drain baseline.
  */
 export const drain = (table: string, rows: number) =>
   Effect.gen(function*() {
     const b = yield* make(table)
-    const n = statements(rows)
-    for (let i = 0; i < n; i++) yield* b.insertBatch(Date.now() - 1_000)
-    yield* b.sql.unsafe(`ANALYZE ${table}`).unprepared
+    yield* fillBacklog(b, table, statements(rows) * rowsPerStatement, 1)
     const select = `SELECT id, payload FROM ${table} WHERE next_attempt_at <= now() ORDER BY next_attempt_at, id LIMIT 1000`
     const start = performance.now()
     let drained = 0
@@ -131,3 +193,125 @@ export const drain = (table: string, rows: number) =>
     yield* b.drop
     return result
   }).pipe(Effect.provide(adminClient), Effect.orDie)
+
+// ---- the sweeps ---------------------------------------------------------------------------------
+
+/** A pool of `connections` for the sweep's clients (each client a fiber holding one at a time). */
+const sweepClient = (connections: number) =>
+  PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: connections, applicationName: "durable-emitter-bench-baseline" })
+
+const maxClients = (points: ReadonlyArray<SweepPoint>) => Math.max(...points.map((p) => p.clients))
+
+/** Runs `clients` copies of `worker` at once; answers the elapsed milliseconds. */
+const concurrently = (clients: number, worker: Effect.Effect<void, unknown>) =>
+  Effect.gen(function*() {
+    const start = performance.now()
+    yield* Effect.forEach(Array.from({ length: clients }), () => worker, { concurrency: "unbounded", discard: true })
+    return since(start)
+  })
+
+const result = (point: SweepPoint, rowsDone: number, ms: number): PointResult => ({ ...point, rowsDone, ms, rowsPerSecond: rowsDone / (ms / 1000) })
+
+/** Statements each client runs first at a point (prepares on every connection, fills caches). */
+const warmupStatements = 3
+
+export interface SweepTiming {
+  /** How long each point is measured. */
+  readonly seconds: number
+}
+
+/**
+ * INSERT-only points: each client inserts `rows`-row statements in its form until the time is up.
+ * The table is emptied between points.
+ */
+export const insertSweep = (table: string, points: ReadonlyArray<SweepPoint>, timing: SweepTiming) =>
+  Effect.gen(function*() {
+    const b = yield* make(table)
+    const results: Array<PointResult> = []
+    for (const point of points) {
+      const form = point.form as InsertForm
+      yield* concurrently(point.clients, Effect.gen(function*() {
+        for (let i = 0; i < warmupStatements; i++) yield* b.insertBatch(point.rows, Date.now() + 60_000, form)
+      }))
+      yield* b.truncate
+      const deadline = performance.now() + timing.seconds * 1000
+      let rows = 0
+      const ms = yield* concurrently(point.clients, Effect.gen(function*() {
+        while (performance.now() < deadline) {
+          yield* b.insertBatch(point.rows, Date.now() + 60_000, form)
+          rows += point.rows
+        }
+      }))
+      results.push(result(point, rows, ms))
+      yield* b.truncate
+    }
+    yield* b.drop
+    return sweepOf(results)
+  }).pipe(Effect.provide(sweepClient(maxClients(points))), Effect.orDie)
+
+/**
+ * INSERT-then-DELETE points: each client inserts `rows`-row statements and deletes its own rows
+ * by id `deleteIds` at a time, until the time is up; what is still pending is deleted (timed).
+ */
+export const insertDeleteSweep = (table: string, points: ReadonlyArray<SweepPoint>, timing: SweepTiming): Effect.Effect<Sweep> =>
+  Effect.gen(function*() {
+    const b = yield* make(table)
+    const results: Array<PointResult> = []
+    for (const point of points) {
+      const form = point.form as InsertForm
+      const deleteIds = point.deleteIds ?? point.rows
+      /** Runs until `until` (performance.now()) or, when it is undefined, for the warm-up's few statements. */
+      const run = (until: number | undefined) =>
+        Effect.gen(function*() {
+          const pending: Array<bigint> = []
+          let rows = 0
+          let statements = 0
+          while (until === undefined ? statements < warmupStatements : performance.now() < until) {
+            for (const id of yield* b.insertBatch(point.rows, Date.now() + 60_000, form)) pending.push(id)
+            rows += point.rows
+            statements++
+            while (pending.length >= deleteIds) yield* b.deleteBatch(pending.splice(0, deleteIds))
+          }
+          if (pending.length > 0) yield* b.deleteBatch(pending)
+          return rows
+        })
+      yield* concurrently(point.clients, Effect.asVoid(run(undefined)))
+      const deadline = performance.now() + timing.seconds * 1000
+      let rows = 0
+      const ms = yield* concurrently(point.clients, run(deadline).pipe(Effect.map((n) => void (rows += n))))
+      results.push(result(point, rows, ms))
+      yield* b.truncate
+    }
+    yield* b.drop
+    return sweepOf(results)
+  }).pipe(Effect.provide(sweepClient(maxClients(points))), Effect.orDie)
+
+/**
+ * Drain points: a backlog of `backlog` due rows (copied from a template table, not timed), then
+ * each client takes pages of `rows` until none is left or the time is up.
+ */
+export const drainSweep = (table: string, backlog: number, points: ReadonlyArray<SweepPoint>, timing: SweepTiming): Effect.Effect<Sweep> =>
+  Effect.gen(function*() {
+    const template = yield* make(`${table}_template`)
+    yield* fillBacklog(template, `${table}_template`, backlog, maxClients(points))
+    const b = yield* make(table)
+    const results: Array<PointResult> = []
+    for (const point of points) {
+      yield* b.truncate
+      yield* b.sql.unsafe(`INSERT INTO ${table} SELECT * FROM ${table}_template`).unprepared
+      yield* b.sql.unsafe(`ANALYZE ${table}`).unprepared
+      let rows = 0
+      const deadline = performance.now() + timing.seconds * 1000
+      const ms = yield* concurrently(point.clients, Effect.gen(function*() {
+        while (performance.now() < deadline) {
+          const n = yield* b.drainPage(point.rows, point.deleteIds ?? point.rows, point.form as DrainForm)
+          if (n === 0) break
+          rows += n
+        }
+      }))
+      results.push(result(point, rows, ms))
+    }
+    yield* b.drop
+    yield* template.drop
+    return sweepOf(results)
+  }).pipe(Effect.provide(sweepClient(maxClients(points))), Effect.orDie)

@@ -28,7 +28,7 @@ export const adminClient = PgClient.layer({ url: Redacted.make(databaseUrl), max
 export const dropTables = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
     sql.unsafe(
-      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_baseline`
+      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_rotation, ${prefix}_baseline, ${prefix}_sweep, ${prefix}_sweep_template`
     ).unprepared
   ).pipe(Effect.provide(adminClient), Effect.orDie)
 
@@ -341,13 +341,24 @@ export interface BenchArgs {
   readonly quick: boolean
   /** `--concurrency 1,10,100`: the closed-loop levels of `write`. */
   readonly concurrency: ReadonlyArray<number> | undefined
+  /** `--baseline-seconds N`: how long each point of a baseline sweep is measured. */
+  readonly baselineSeconds: number | undefined
+  /** `--verify-all`: the ingest server keeps every event whole (not a sample) for verification. */
+  readonly verifyAll: boolean
+  /** `--minutes N`: how long `soak` runs (fractions allowed). */
+  readonly minutes?: number | undefined
 }
+
+/** How long each point of a baseline sweep is measured, in seconds. */
+export const sweepSeconds = (args: BenchArgs) => args.baselineSeconds ?? (args.quick ? 0.2 : 1)
 
 export interface ScenarioResult {
   /** Readable report lines. */
   readonly report: ReadonlyArray<string>
   /** The scenario's JSON object. */
   readonly json: Record<string, unknown> & { readonly scenario: string }
+  /** What makes the run fail although the scenario finished (events lost, corrupted, out of sequence). */
+  readonly failures?: ReadonlyArray<string>
 }
 
 /** Elapsed milliseconds since `start` (performance.now()). */

@@ -1,16 +1,25 @@
 /**
  * Delivery observation shared by `e2e` and `drain`: the reference ingest server in its own process,
- * the emitter's table watched from a separate connection, and a recorder of answered requests.
+ * the emitter's table watched from a separate connection, a recorder of receipts and answered
+ * requests, and the check of what the server kept against what was emitted (./verify.ts).
  */
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import type { EmitReceipt } from "../src/Emitter.ts"
-import { makeIngestServerProcess } from "../src/testing/IngestServerProcess.ts"
+import { type IngestServerProcess, makeIngestServerProcess } from "../src/testing/IngestServerProcess.ts"
+import { inSample } from "../src/testing/ingestSample.ts"
 import { adminClient, pollUntil, Reservoir } from "./common.ts"
-import { eventIdOf, type OnAnswer } from "./stack.ts"
+import { eventIdOf, type OnAnswer, type OnFailure } from "./stack.ts"
+import { type Emitted, type KeptEvent, verify } from "./verify.ts"
 
-/** The ingest server as a child process, closed with the scope. Keeps only ids (duplicate counts). */
-export const ingestServer = makeIngestServerProcess({ record: "ids" })
+/** The share of events the ingest server keeps whole to be verified, unless `--verify-all`: one in 16. */
+export const sampleOneIn = 16
+
+/**
+ * The ingest server as a child process, closed with the scope. Keeps every distinct id (loss and
+ * duplicates by id) and, whole, the events of a sample chosen by id (`inSample`), or all of them.
+ */
+export const ingestServer = (verifyAll: boolean) => makeIngestServerProcess({ record: "ids", sampleIds: verifyAll ? 1 : sampleOneIn })
 
 /** Rows left in the events table (exact count, from the admin connection). */
 export const tableRows = (prefix: string) =>
@@ -36,8 +45,18 @@ const sampledId = (id: string) => id.charCodeAt(35) === zero
 /**
  * Latencies of answered requests and of sampled events: receipt → delivery acknowledged (the
  * request that carried the event answered "delivered"), and emit start → acknowledged.
+ * `onPair` sees each sampled emit start → ack as it is paired, with the ack's time (soak: per minute).
  */
-export const makeRecorder = () => {
+export const makeRecorder = (onPair?: (emitToAckMs: number, ackAt: number) => void) => {
+  // Every receipt (id and seq; the source and type are the benchmark's one key) and every send
+  // not acknowledged as delivered: what the delivery is checked against afterwards.
+  let receiptIds: Array<string> = []
+  let receiptSeqs: Array<bigint> = []
+  const unacknowledged = new Map<string, number>()
+  const unacknowledgedSend = (payload: Uint8Array) => {
+    const id = eventIdOf(payload)
+    if (id !== undefined) unacknowledged.set(id, (unacknowledged.get(id) ?? 0) + 1)
+  }
   const request = new Reservoir(100_000)
   const receiptToAck = new Reservoir(100_000)
   const emitToAck = new Reservoir(100_000)
@@ -50,6 +69,7 @@ export const makeRecorder = () => {
   const pair = (receipt: { startedAt: number; at: number }, ackAt: number) => {
     receiptToAck.add(ackAt - receipt.at)
     emitToAck.add(ackAt - receipt.startedAt)
+    onPair?.(ackAt - receipt.startedAt, ackAt)
   }
 
   const onAnswer: OnAnswer = (events, results, startedAt, endedAt) => {
@@ -58,6 +78,7 @@ export const makeRecorder = () => {
     for (let i = 0; i < events.length; i++) {
       if (results[i]?._tag !== "Delivered") {
         rejected++
+        unacknowledgedSend(events[i]!)
         continue
       }
       delivered++
@@ -74,7 +95,13 @@ export const makeRecorder = () => {
     }
   }
 
+  const onFailure: OnFailure = (events) => {
+    for (const payload of events) unacknowledgedSend(payload)
+  }
+
   const onReceipt = (receipt: EmitReceipt, startedAt: number, at: number) => {
+    receiptIds.push(receipt.id)
+    receiptSeqs.push(receipt.seq)
     if (!sampledId(receipt.id)) return
     const ackAt = acks.get(receipt.id)
     if (ackAt === undefined) receipts.set(receipt.id, { startedAt, at })
@@ -86,6 +113,7 @@ export const makeRecorder = () => {
 
   return {
     onAnswer,
+    onFailure,
     onReceipt,
     /** Forgets everything (after a warm-up). */
     reset: () => {
@@ -94,8 +122,13 @@ export const makeRecorder = () => {
       emitToAck.clear()
       receipts.clear()
       acks.clear()
+      receiptIds = []
+      receiptSeqs = []
+      unacknowledged.clear()
       requests = delivered = rejected = 0
     },
+    /** The receipts since the last reset, and the sends not acknowledged as delivered. */
+    receipts: () => ({ ids: receiptIds, seqs: receiptSeqs, unacknowledged }),
     snapshot: () => ({
       requests,
       delivered,
@@ -108,3 +141,33 @@ export const makeRecorder = () => {
     })
   }
 }
+
+/** What the server kept: every distinct id, and its whole-event sample (every copy). */
+export const serverRecord = (server: IngestServerProcess) =>
+  Effect.tryPromise({
+    try: async () => {
+      const [ids, sample] = await Promise.all([server.ids(), server.samples()])
+      const kept = sample.map((e): KeptEvent => ({
+        id: e.id,
+        source: e.source,
+        type: e.type,
+        seqnum: e.seqnum,
+        data: e.data_base64 === undefined ? undefined : new Uint8Array(Buffer.from(e.data_base64, "base64"))
+      }))
+      return { ids, kept }
+    },
+    catch: (error) => new Error(`reading what the ingest server kept: ${error instanceof Error ? error.message : String(error)}`)
+  }).pipe(Effect.orDie)
+
+/** Checks what the server kept against `emitted`, with the sample the server was started with. */
+export const verifyDelivery = (
+  server: IngestServerProcess,
+  verifyAll: boolean,
+  emitted: ReadonlyMap<string, Emitted>,
+  duplicates: number,
+  unacknowledgedSends: ReadonlyMap<string, number>
+) =>
+  Effect.map(serverRecord(server), ({ ids, kept }) => {
+    const oneIn = verifyAll ? 1 : sampleOneIn
+    return verify({ emitted, received: ids, duplicates, unacknowledgedSends, kept, sampleOneIn: oneIn, inSample: (id) => inSample(id, oneIn) })
+  })

@@ -7,8 +7,11 @@ import { Effect, Layer } from "effect"
 import { Emitter } from "../src/Emitter.ts"
 import { Store } from "../src/Store.ts"
 import * as baseline from "./baseline.ts"
+import { baselineJson, baselineLines, drainGrid, ratiosOf } from "./sweep.ts"
 import {
   type BenchArgs,
+  benchInput,
+  data,
   cpuLine,
   perEvent,
   perEventLine,
@@ -22,13 +25,15 @@ import {
   round,
   sampleMemory,
   type ScenarioResult,
+  sweepSeconds,
   unrelatedPct,
   disturbed,
   since,
   summarize,
   withTables
 } from "./common.ts"
-import { awaitEmptyTable, ingestServer, makeRecorder, tableRows } from "./delivery.ts"
+import { awaitEmptyTable, ingestServer, makeRecorder, tableRows, verifyDelivery } from "./delivery.ts"
+import { type Emitted, failures, verificationJson, verificationLines } from "./verify.ts"
 import { emitterLayer, grpcLayer, metricsWindow, recorded, resolveOptions, storeLayer } from "./stack.ts"
 
 /** Rows per `append` while building the backlog. */
@@ -36,25 +41,29 @@ const appendBatch = 1_000
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("drain")
-  const backlog = args.events ?? (args.quick ? 20_000 : 100_000)
+  const backlog = args.events ?? (args.quick ? 10_000 : 100_000)
   return withTables(prefix, Effect.scoped(Effect.gen(function*() {
-    const base = yield* baseline.drain(`${prefix}_baseline`, backlog)
-    const server = yield* ingestServer
+    const server = yield* ingestServer(args.verifyAll)
     const options = yield* resolveOptions({
       tablePrefix: prefix,
       ingestUrl: server.url,
       retransmit: true,
       retransmitInterval: 100
     }, args.options)
+    const base = yield* baseline.drain(`${prefix}_baseline`, backlog)
+    const sweep = yield* baseline.drainSweep(`${prefix}_sweep`, backlog, drainGrid(options), { seconds: sweepSeconds(args) })
 
     // The outage's leftovers: real encoded events, due since a second ago.
     const setupStart = performance.now()
+    const emittedById = new Map<string, Emitted>()
     yield* Effect.gen(function*() {
       const store = yield* Store
       for (let written = 0; written < backlog; written += appendBatch) {
         const now = Date.now()
         const events = Array.from({ length: Math.min(appendBatch, backlog - written) }, () => prepared(now))
-        yield* store.append(events, { now, nextAttemptAt: now - 1_000 })
+        for (const row of yield* store.append(events, { now, nextAttemptAt: now - 1_000 })) {
+          emittedById.set(row.eventId, { source: benchInput.source, type: benchInput.type, seq: row.seq, data })
+        }
       }
     }).pipe(Effect.provide(storeLayer(options)))
     const setupMs = since(setupStart)
@@ -72,7 +81,7 @@ export const run = (args: BenchArgs) => {
       // Read before the emitter's connections close: their PostgreSQL backends go with them.
       const used = cpu.end()
       return { readyMs, elapsed: since(start), internal: yield* window.end, used }
-    }).pipe(Effect.provide(emitterLayer(options, recorded(grpcLayer(options), recorder.onAnswer)).pipe(Layer.fresh)))
+    }).pipe(Effect.provide(emitterLayer(options, recorded(grpcLayer(options), recorder.onAnswer, recorder.onFailure)).pipe(Layer.fresh)))
     const mem = memory.stop()
 
     const stats = yield* Effect.promise(() => server.stats())
@@ -81,17 +90,17 @@ export const run = (args: BenchArgs) => {
     const seen = recorder.snapshot()
     const { elapsed, internal, readyMs, used } = measured
     const eventsPerSecond = before / (elapsed / 1000)
-    const ratio = eventsPerSecond / base.rowsPerSecond
+    const { ratio, ratioSingleClient } = ratiosOf(eventsPerSecond, sweep, base)
     const uniqueIds = stats.uniqueIds ?? stats.events
-    const duplicates = stats.duplicates ?? 0
-    const lost = Math.max(0, before - uniqueIds)
+    const verification = yield* verifyDelivery(server, args.verifyAll, emittedById, stats.duplicates ?? 0, recorder.receipts().unacknowledged)
     const request = summarize(seen.requestMs)
     const report = [
       `drain: ${int(before)}-row backlog (written by Store.append in ${round(setupMs / 1000, 1)} s, already due) → retransmitter → gRPC → ack → delete`,
-      `  baseline: ${int(base.rowsPerSecond)} rows/s (read 1 000 due rows with payloads, delete ${baseline.rowsPerStatement} ids per statement, one client)`,
+      ...baselineLines(sweep, base, "read with payloads and deleted"),
       `  drained in ${round(elapsed / 1000, 2)} s (emitter ready after ${round(readyMs, 0)} ms): ${int(eventsPerSecond)} events/s (target ≥ 10 000)`,
-      `  ratio: ${round(ratio, 2)} of the baseline`,
-      `  ingest server: ${int(stats.events)} events in ${int(stats.requests)} requests, ${int(uniqueIds)} unique; duplicates ${duplicates}, lost ${lost}; rows left ${left}`,
+      `  ratio: ${round(ratio, 2)} of the limit (target ≥ 0.5); ${round(ratioSingleClient, 2)} of the single-client figure`,
+      `  ingest server: ${int(stats.events)} events in ${int(stats.requests)} requests, ${int(uniqueIds)} unique; rows left ${left}`,
+      ...verificationLines(verification),
       `  request mean ${round(internal.requestEventsMean, 1)} events (${int(internal.requests)} requests); ${latencyLine("PublishBatch request", request)}`,
       `  ${cpuLine(used)}`,
       `  ${perEventLine(used, eventsPerSecond)}`,
@@ -103,12 +112,10 @@ export const run = (args: BenchArgs) => {
         scenario: "drain",
         eventsPerSecond: round(eventsPerSecond, 0),
         backlog: before,
-        baselineRowsPerSecond: round(base.rowsPerSecond, 0),
-        ratio: round(ratio, 3),
+        ...baselineJson(eventsPerSecond, sweep, base),
         seconds: round(elapsed / 1000, 3),
         readyMs: round(readyMs, 0),
-        duplicates,
-        lost,
+        ...verificationJson(verification),
         rowsLeft: left,
         requestEventsMean: round(internal.requestEventsMean, 1),
         requestP50Ms: round(request.p50, 3),
@@ -123,7 +130,8 @@ export const run = (args: BenchArgs) => {
         peakRssMb: mem.peakRssMb,
         peakHeapUsedMb: mem.peakHeapUsedMb,
         ingestServerPeakRssMb: serverPeakRssMb
-      }
+      },
+      failures: failures(verification)
     } satisfies ScenarioResult
   }))).pipe(Effect.provide(quietLogs))
 }

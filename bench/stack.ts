@@ -44,8 +44,11 @@ export const instantTransport: Layer.Layer<Transport> = Layer.succeed(
 /** Called after every answered request: the wire payloads, the results, and the request's start and end (performance.now()). */
 export type OnAnswer = (events: ReadonlyArray<Uint8Array>, results: ReadonlyArray<EventResult>, startedAt: number, endedAt: number) => void
 
-/** Wraps a Transport to observe each answered request. */
-export const recorded = <E>(inner: Layer.Layer<Transport, E>, onAnswer: OnAnswer): Layer.Layer<Transport, E> =>
+/** Called after every request that failed as a whole (nothing delivered): its wire payloads. */
+export type OnFailure = (events: ReadonlyArray<Uint8Array>) => void
+
+/** Wraps a Transport to observe each answered request, and each failed one. */
+export const recorded = <E>(inner: Layer.Layer<Transport, E>, onAnswer: OnAnswer, onFailure: OnFailure = () => {}): Layer.Layer<Transport, E> =>
   Layer.effect(
     Transport,
     Effect.gen(function*() {
@@ -55,7 +58,8 @@ export const recorded = <E>(inner: Layer.Layer<Transport, E>, onAnswer: OnAnswer
           Effect.suspend(() => {
             const startedAt = performance.now()
             return transport.publishBatch(events).pipe(
-              Effect.tap((results) => Effect.sync(() => onAnswer(events, results, startedAt, performance.now())))
+              Effect.tap((results) => Effect.sync(() => onAnswer(events, results, startedAt, performance.now()))),
+              Effect.tapCause(() => Effect.sync(() => onFailure(events)))
             )
           }),
         ping: transport.ping

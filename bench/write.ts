@@ -9,6 +9,7 @@ import { Effect, Metric, References } from "effect"
 import { Emitter } from "../src/Emitter.ts"
 import * as Metrics from "../src/Metrics.ts"
 import * as baseline from "./baseline.ts"
+import { baselineJson, baselineLines, bestWithin, insertGrid, ratiosOf, withinLine } from "./sweep.ts"
 import {
   type BenchArgs,
   bounded,
@@ -22,6 +23,7 @@ import {
   quietLogs,
   round,
   type ScenarioResult,
+  sweepSeconds,
   unrelatedPct,
   disturbed,
   withTables
@@ -34,14 +36,15 @@ const spilled = Effect.map(Metric.value(Metric.withAttributes(Metrics.queueFull,
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("write")
-  const seconds = args.seconds ?? (args.quick ? 2 : 5)
+  const seconds = args.seconds ?? (args.quick ? 1 : 5)
   const maxEvents = args.events ?? 1_000_000
   const offered = 5_000
-  const baselineRows = args.quick ? 20_000 : 100_000
+  const baselineRows = args.quick ? 10_000 : 100_000
   const concurrencies = args.concurrency ?? [1, 10, 100]
   return withTables(prefix, Effect.gen(function*() {
     const options = yield* resolveOptions({ tablePrefix: prefix }, args.options)
     const base = yield* baseline.insertOnly(`${prefix}_baseline`, baselineRows)
+    const sweep = yield* baseline.insertSweep(`${prefix}_sweep`, insertGrid(options), { seconds: sweepSeconds(args) })
 
     const measured = yield* Effect.gen(function*() {
       const emitter = yield* Emitter
@@ -77,10 +80,10 @@ export const run = (args: BenchArgs) => {
     const { closed, open, openInternal } = measured
     const by = Object.fromEntries(closed.map((c) => [c.concurrency, round(c.eventsPerSecond, 0)])) as Record<number, number>
     const at100 = closed.find((c) => c.concurrency === 100) ?? closed[closed.length - 1]!
-    const ratio = at100.eventsPerSecond / base.rowsPerSecond
+    const { ratio, ratioSingleClient } = ratiosOf(at100.eventsPerSecond, sweep, base)
     const report = [
       `write: emit → committed in PostgreSQL (delivery: instant in-process transport; acked rows deleted)`,
-      `  baseline: ${int(base.rowsPerSecond)} rows/s (${int(base.rows)} rows, ${baseline.rowsPerStatement}-row INSERTs, one client)`,
+      ...baselineLines(sweep, base, "inserted"),
       ...closed.map((c) =>
         `  ${String(c.concurrency).padStart(3)} emitters: ${int(c.eventsPerSecond)} events/s (${int(c.events)} in ${round(c.seconds, 1)} s` +
         `${c.errors > 0 ? `, ${c.errors} errors: ${c.firstError}` : ""}); ` +
@@ -88,7 +91,8 @@ export const run = (args: BenchArgs) => {
         `      ${cpuLine(c.cpu)}; ${perEventLine(c.cpu, c.eventsPerSecond)}\n` +
         `      ${latencyLine("emit latency", c.latency)}`
       ),
-      `  ratio at 100 emitters: ${round(ratio, 2)} of the baseline (target ≥ 30 000 events/s)`,
+      `  ratio at ${at100.concurrency} emitters: ${round(ratio, 2)} of the limit (target ≥ 0.7, ≥ 30 000 events/s); ${round(ratioSingleClient, 2)} of the single-client figure`,
+      withinLine(sweep, at100.concurrency, at100.eventsPerSecond),
       `  ceiling of this process (same emitter, in-memory Store, 100 emitters): ${int(ceiling.eventsPerSecond)} events/s; ${cpuLine(ceiling.cpu)}` +
       (ceilingSpilled > 0 ? `; the publisher fell behind: ${int(ceilingSpilled)} events left to the retransmitter (publish queue full)` : ""),
       `  open loop ${int(open.offeredPerSecond)}/s offered for ${seconds} s (started ${int(open.startedPerSecond)}/s, max start lag ${round(open.maxStartLagMs, 1)} ms` +
@@ -104,8 +108,8 @@ export const run = (args: BenchArgs) => {
         scenario: "write",
         eventsPerSecond: round(at100.eventsPerSecond, 0),
         eventsPerSecondBy: by,
-        baselineRowsPerSecond: round(base.rowsPerSecond, 0),
-        ratio: round(ratio, 3),
+        ...baselineJson(at100.eventsPerSecond, sweep, base),
+        ratioWithinInFlight: round(at100.eventsPerSecond / (bestWithin(sweep.points, at100.concurrency)?.rowsPerSecond ?? NaN), 3),
         emitP50Ms: round(open.latency.p50, 3),
         emitP99Ms: round(open.latency.p99, 3),
         emitP999Ms: round(open.latency.p999, 3),
@@ -118,6 +122,7 @@ export const run = (args: BenchArgs) => {
         errors: closed.reduce((n, c) => n + c.errors, open.errors),
         closedLoopP99MsBy: Object.fromEntries(closed.map((c) => [c.concurrency, round(c.latency.p99, 3)])),
         commitBatchMeanBy: Object.fromEntries(closed.map((c) => [c.concurrency, round(c.internal.commitBatchMean, 1)])),
+        commitMeanMsBy: Object.fromEntries(closed.map((c) => [c.concurrency, round(c.internal.commitMeanMs, 2)])),
         processCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, c.cpu.processPct])),
         machineCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, c.cpu.machinePct])),
         postgresCpuPctBy: Object.fromEntries(closed.map((c) => [c.concurrency, c.cpu.postgresPct])),

@@ -4,6 +4,8 @@
  * - `layer`: options from the environment (DATABASE_URL, DURABLE_EMITTER_*), PostgreSQL or the
  *   embedded store, the gRPC transport;
  * - `layerWith(options)`: the same with options from code;
+ * - `layerFromClient(options)`: on the application's own `@effect/sql-pg` client (PgClient from the
+ *   context), sharing its pool; `Emitter.emitInTransaction` writes in that client's transactions;
  * - `layerNoDeps(options)`: everything but the Store and the Transport, for tests that provide
  *   their own (e.g. MemoryStore and ScriptedTransport from "durable-emitter/testing"); it takes
  *   only the options of what it builds (`ingestUrl`, `tablePrefix`, … belong to the layers you
@@ -17,14 +19,17 @@
  * committed, the publisher delivers within `shutdownTimeout`, then everything stops; rows not
  * delivered stay in the table for the next start.
  */
+import type { PgClient } from "@effect/sql-pg"
 import { type Config as EffectConfig, Effect, Layer, Metric, Option, References } from "effect"
+import type { SqlClient } from "effect/sql"
 import * as Config from "./Config.ts"
-import { storeLayer, transportLayer } from "./config/layers.ts"
+import { storeLayer, storeOnClientLayer, transportLayer } from "./config/layers.ts"
 import { Emitter } from "./Emitter.ts"
-import type { InvalidConfig, PackageMissing, StoreError, StoreLocked } from "./Errors.ts"
+import { InvalidConfig, type PackageMissing, type StoreError, type StoreLocked } from "./Errors.ts"
 import { Health } from "./Health.ts"
 import { Liveness } from "./Liveness.ts"
 import * as Metrics from "./Metrics.ts"
+import { Outbox } from "./Outbox.ts"
 import { Publisher } from "./Publisher.ts"
 import { Retransmitter } from "./Retransmitter.ts"
 import { Sequencer } from "./Sequencer.ts"
@@ -55,13 +60,18 @@ export const startLine = (options: Config.EmitterOptions, parts: ReadonlyArray<C
   return `durable emitter "${options.name}" started: ${store}${ingest}; ${changed === "" ? "every other option at its default" : changed}`
 }
 
-/** Logs start (one line) and stop, and publishes the effective settings as the config-info gauge. */
+/** Logs the start (one line) and publishes the effective settings as the config-info gauge. */
 const lifecycle = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.Part>) =>
   Layer.effectDiscard(Effect.gen(function*() {
     yield* Metric.update(Metric.withAttributes(Metrics.configInfo, Config.describe(options, parts)), 1)
     yield* Effect.logInfo(startLine(options, parts))
-    yield* Effect.addFinalizer(() => Effect.logInfo("durable emitter stopped"))
   }))
+
+/**
+ * Logs the stop. Built before every service, so its finalizer runs after theirs: the line comes
+ * once shutdown has finished (the publisher's delivery within `shutdownTimeout` included).
+ */
+const stopped = Layer.effectDiscard(Effect.addFinalizer(() => Effect.logInfo("durable emitter stopped")))
 
 /**
  * Everything but the Store and the Transport, from resolved options. `parts` are the parts the
@@ -73,6 +83,7 @@ export const services = (options: Config.EmitterOptions, parts: ReadonlyArray<Co
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
     Layer.provide(Liveness.layer),
+    Layer.provide(stopped),
     annotatedWith(options.name)
   )
 
@@ -90,6 +101,36 @@ const annotatedWith = (name: string) => <A, E, R>(layer: Layer.Layer<A, E, R>): 
     )))
   }))
 
+/** The same with the transactional outbox, on the application's PgClient. */
+export const outboxServices = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.Part> = allParts) =>
+  Emitter.layer(options).pipe(
+    Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts), Outbox.layer(options))),
+    Layer.provideMerge(Sequencer.layer(options)),
+    Layer.provideMerge(Publisher.layer(options)),
+    Layer.provide(Liveness.layer),
+    Layer.provide(stopped),
+    annotatedWith(options.name)
+  )
+
+/** Options of `layerFromClient`: the connection is the application's PgClient, so none of its settings. */
+export type FromClientOptions = Omit<Config.EmitterOptionsInput, ClientOwned>
+type ClientOwned = "databaseUrl" | "dataDir" | "maxConnections" | "connectTimeout"
+const clientOwned: ReadonlyArray<ClientOwned> = ["databaseUrl", "dataDir", "maxConnections", "connectTimeout"]
+
+/** Refuses (rather than ignores) the options the application's client owns. */
+const resolveFromClient = (input: FromClientOptions) => {
+  const owned = clientOwned.find((key) => (input as Config.EmitterOptionsInput)[key] !== undefined)
+  return owned === undefined
+    ? Config.resolve(input)
+    : Effect.fail(new InvalidConfig({ option: owned, rule: "is not used here: the connection is your PgClient's (configure it there)" }))
+}
+
+const fromClient = (options: Config.EmitterOptions) =>
+  outboxServices(options).pipe(
+    Layer.provideMerge(storeOnClientLayer(options).pipe(annotatedWith(options.name))),
+    Layer.provide(transportLayer(options).pipe(annotatedWith(options.name)))
+  )
+
 /** The whole emitter from resolved options; the Store is exposed too (dead letters, inspection). */
 const fromOptions = (options: Config.EmitterOptions) =>
   services(options).pipe(
@@ -103,6 +144,14 @@ export const DurableEmitter: {
   /** Options from code; unset options take their defaults (see Config.defaults). */
   readonly layerWith: (options?: Config.EmitterOptionsInput) => Layer.Layer<DurableEmitterServices, DurableEmitterError>
   /**
+   * On the application's own PgClient (from the context): the emitter shares its pool, runs its
+   * migrations on it, and `Emitter.emitInTransaction` inside that client's `sql.withTransaction`
+   * writes the events in the transaction (the transactional outbox).
+   */
+  readonly layerFromClient: (
+    options?: FromClientOptions
+  ) => Layer.Layer<DurableEmitterServices, InvalidConfig | StoreError, PgClient.PgClient | SqlClient.SqlClient>
+  /**
    * Everything but the Store and the Transport; fails with InvalidConfig naming the option and the
    * rule, and refuses the options of the Store and the Transport (yours to configure).
    */
@@ -110,6 +159,7 @@ export const DurableEmitter: {
 } = {
   layer: Layer.unwrap(Effect.flatMap(Config.fromEnv, (input) => Effect.map(Config.resolve(input), fromOptions))),
   layerWith: (options = {}) => Layer.unwrap(Effect.map(Config.resolve(options), fromOptions)),
+  layerFromClient: (options = {}) => Layer.unwrap(Effect.map(resolveFromClient(options), fromClient)),
   layerNoDeps: (options = {}) =>
     Layer.unwrap(Effect.map(Config.resolve(options, ["emitter"]), (resolved) => services(resolved, ["emitter"])))
 }

@@ -5,10 +5,18 @@
  */
 import { Clock, Context, type Duration, Effect, type Fiber, Layer, Option, Schema, Tracer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
-import { type EmitError, EventTooLarge, InvalidEvent } from "./Errors.ts"
+import {
+  type EmitError,
+  EventTooLarge,
+  InvalidEvent,
+  NoTransaction,
+  type TransactionalEmitError,
+  TransactionOpen
+} from "./Errors.ts"
 import * as Event from "./Event.ts"
 import { Health, type HealthReport } from "./Health.ts"
 import * as Metrics from "./Metrics.ts"
+import { Outbox } from "./Outbox.ts"
 import { Publisher } from "./Publisher.ts"
 import { Sequencer } from "./Sequencer.ts"
 import type { Appended, NewEvent } from "./Store.ts"
@@ -22,6 +30,21 @@ export interface EmitReceipt {
   readonly seq: bigint
   readonly source: string
   readonly type: string
+}
+
+/**
+ * Proof that an event is written in the caller's open transaction: it becomes durable when, and
+ * only if, that transaction commits (a rollback leaves no trace: nothing stored, numbered or
+ * delivered). Its sequence number is not known yet: it is assigned after the commit, when the
+ * event is moved to the events table for delivery (see the README's "Transactional outbox").
+ */
+export interface TransactionalReceipt {
+  readonly id: string
+  readonly source: string
+  readonly type: string
+  /** Assigned after your commit; the delivered event carries it as `seqnum`. */
+  readonly seq: undefined
+  readonly durable: "when-your-transaction-commits"
 }
 
 /**
@@ -55,6 +78,16 @@ export class Emitter extends Context.Service<Emitter, {
   /** Commits several events in one transaction: all or none. Receipts in input order. */
   readonly emitAll: (events: ReadonlyArray<Event.EmitInput>) => Effect.Effect<ReadonlyArray<EmitReceipt>, EmitError>
   /**
+   * Writes one event in the caller's open transaction of the emitter's client (the emitter built
+   * with `DurableEmitter.layerFromClient`, the call inside that client's `sql.withTransaction`):
+   * it commits or rolls back with the transaction. Fails with NoTransaction when none is open.
+   */
+  readonly emitInTransaction: (event: Event.EmitInput) => Effect.Effect<TransactionalReceipt, TransactionalEmitError>
+  /** Several events in the caller's open transaction; receipts in input order. */
+  readonly emitAllInTransaction: (
+    events: ReadonlyArray<Event.EmitInput>
+  ) => Effect.Effect<ReadonlyArray<TransactionalReceipt>, TransactionalEmitError>
+  /**
    * Completes when every event emitted before the call is delivered (and its row deleted),
    * dead-lettered, or left to the retransmitter.
    */
@@ -70,6 +103,9 @@ export class Emitter extends Context.Service<Emitter, {
   /** `yield* Emitter.emit(event)` inside a program that provides the Emitter. */
   static readonly emit = (event: Event.EmitInput) => Emitter.use((emitter) => emitter.emit(event))
   static readonly emitAll = (events: ReadonlyArray<Event.EmitInput>) => Emitter.use((emitter) => emitter.emitAll(events))
+  static readonly emitInTransaction = (event: Event.EmitInput) => Emitter.use((emitter) => emitter.emitInTransaction(event))
+  static readonly emitAllInTransaction = (events: ReadonlyArray<Event.EmitInput>) =>
+    Emitter.use((emitter) => emitter.emitAllInTransaction(events))
   static readonly flush = Emitter.use((emitter) => emitter.flush)
   static readonly flushWithin = (within: Duration.Input) => Emitter.use((emitter) => emitter.flushWithin(within))
   static readonly health = Emitter.use((emitter) => emitter.health)
@@ -100,10 +136,28 @@ const annotateEmitSpan = (span: Tracer.AnySpan, prepared: ReadonlyArray<NewEvent
   }
 }
 
+/** Validates and encodes the inputs; the first refusal names its input's index in a batch. */
+const prepareAll = (
+  inputs: ReadonlyArray<Event.EmitInput>,
+  context: Event.PrepareContext
+): ReadonlyArray<NewEvent> | InvalidEvent | EventTooLarge => {
+  const prepared: Array<NewEvent> = new Array(inputs.length)
+  for (let i = 0; i < inputs.length; i++) {
+    const event = Event.prepare(inputs[i]!, context)
+    if (event instanceof InvalidEvent) {
+      return inputs.length === 1 ? event : new InvalidEvent({ field: `[${i}].${event.field}`, rule: event.rule })
+    }
+    if (event instanceof EventTooLarge) return event
+    prepared[i] = event
+  }
+  return prepared
+}
+
 const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   // Emits fail in the caller's fiber, which does not carry the emitter's metric attributes.
-  const countError = (error: EmitError) => Metrics.count(Metrics.emitErrors, 1, { reason: error._tag, emitter: settings.name })
-  const failed = (error: EmitError) => Effect.andThen(countError(error), Effect.fail(error))
+  const countError = (error: EmitError | TransactionalEmitError) =>
+    Metrics.count(Metrics.emitErrors, 1, { reason: error._tag, emitter: settings.name })
+  const failed = <E extends EmitError | TransactionalEmitError>(error: E) => Effect.andThen(countError(error), Effect.fail(error))
 
   const sequencer = yield* Sequencer
   const publisher = yield* Publisher
@@ -114,30 +168,63 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
    * assigned. Written against the fiber directly (its Clock, its current span): this runs once per
    * emit and every Effect step here costs.
    */
-  const commitOn = <A>(
-    fiber: Fiber.Fiber<unknown, unknown>,
-    inputs: ReadonlyArray<Event.EmitInput>,
-    receipts: (prepared: ReadonlyArray<NewEvent>, appended: ReadonlyArray<Appended>) => A
-  ): Effect.Effect<A, EmitError> => {
+  const outbox = yield* Effect.serviceOption(Outbox)
+
+  const prepareContext = (fiber: Fiber.Fiber<unknown, unknown>): Event.PrepareContext => {
     const span = Context.getOption(fiber.context, Tracer.ParentSpan)
-    const context: Event.PrepareContext = {
+    return {
       emitterName: settings.name,
       maxEventBytes: settings.maxEventBytes,
       now: fiber.getRef(Clock.Clock).currentTimeMillisUnsafe(),
       traceparent: span._tag === "Some" ? traceparentOf(span.value) : undefined
     }
-    const prepared: Array<NewEvent> = new Array(inputs.length)
-    for (let i = 0; i < inputs.length; i++) {
-      const event = Event.prepare(inputs[i]!, context)
-      if (event instanceof InvalidEvent) {
-        return failed(inputs.length === 1 ? event : new InvalidEvent({ field: `[${i}].${event.field}`, rule: event.rule }))
-      }
-      if (event instanceof EventTooLarge) return failed(event)
-      prepared[i] = event
-    }
+  }
+
+  /**
+   * Validates and encodes the events, then commits them and answers `receipts` of what the store
+   * assigned. Written against the fiber directly (its Clock, its current span): this runs once per
+   * emit and every Effect step here costs. Inside an open transaction it refuses (it would commit
+   * on its own): the caller wanted atomicity, and `emitInTransaction` gives it.
+   */
+  const commitOn = <A>(
+    fiber: Fiber.Fiber<unknown, unknown>,
+    inputs: ReadonlyArray<Event.EmitInput>,
+    receipts: (prepared: ReadonlyArray<NewEvent>, appended: ReadonlyArray<Appended>) => A
+  ): Effect.Effect<A, EmitError> => {
+    const open = Option.isSome(outbox) ? outbox.value.openTransaction(fiber.context) : "none"
+    if (open !== "none") return failed(new TransactionOpen({ client: open }))
+    const prepared = prepareAll(inputs, prepareContext(fiber))
+    if (!Array.isArray(prepared)) return failed(prepared as InvalidEvent | EventTooLarge)
+    const span = Context.getOption(fiber.context, Tracer.ParentSpan)
     if (span._tag === "Some") annotateEmitSpan(span.value, prepared)
     return sequencer.submit(prepared, span._tag === "Some" ? span.value : undefined).pipe(
       Effect.map((appended) => receipts(prepared, appended)),
+      Effect.tapError(countError)
+    )
+  }
+
+  const writeInTransaction = (
+    fiber: Fiber.Fiber<unknown, unknown>,
+    inputs: ReadonlyArray<Event.EmitInput>
+  ): Effect.Effect<ReadonlyArray<TransactionalReceipt>, TransactionalEmitError> => {
+    if (Option.isNone(outbox)) {
+      return failed(new NoTransaction({ reason: "the emitter is not built on your client: use DurableEmitter.layerFromClient" }))
+    }
+    const open = outbox.value.openTransaction(fiber.context)
+    if (open !== "emitter") {
+      return failed(new NoTransaction({
+        reason: open === "other"
+          ? "the open transaction belongs to another SqlClient than the emitter's"
+          : "call it inside sql.withTransaction of the emitter's client"
+      }))
+    }
+    const context = prepareContext(fiber)
+    const prepared = prepareAll(inputs, context)
+    if (!Array.isArray(prepared)) return failed(prepared as InvalidEvent | EventTooLarge)
+    return outbox.value.write(prepared, context.now).pipe(
+      Effect.as(prepared.map((event): TransactionalReceipt => ({
+        id: event.eventId, source: event.source, type: event.type, seq: undefined, durable: "when-your-transaction-commits"
+      }))),
       Effect.tapError(countError)
     )
   }
@@ -177,8 +264,20 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
 
   const emit = (input: Event.EmitInput) => traced([input], (prepared, appended) => receiptOf(prepared[0]!, appended[0]!))
 
+  const inTransaction = <A>(name: string, inputs: ReadonlyArray<Event.EmitInput>, pick: (r: ReadonlyArray<TransactionalReceipt>) => A) =>
+    Effect.withFiber((fiber) => writeInTransaction(fiber, inputs).pipe(Effect.map(pick), Effect.withSpan(name, { kind: "producer" })))
+
+  // Committed transactional events are promoted first, so flush covers them too.
+  const promoted = Option.match(outbox, {
+    onNone: () => Effect.void,
+    onSome: (o) => o.promoteAll.pipe(Effect.catchCause((cause) => Effect.logWarning("flush: promotion failed", { cause })))
+  })
+
+  /** Delivery of everything emitted before: committed transactional events are promoted first. */
+  const flushAll = Effect.andThen(promoted, publisher.flush)
+
   const flushWithin = (within: Duration.Input): Effect.Effect<FlushResult> =>
-    publisher.flush.pipe(
+    flushAll.pipe(
       Effect.timeoutOption(within),
       Effect.flatMap((done) =>
         Option.isSome(done)
@@ -191,7 +290,9 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   return Emitter.of({
     emit,
     emitAll,
-    flush: publisher.flush.pipe(Effect.withSpan("Emitter.flush")),
+    emitInTransaction: (input) => inTransaction("Emitter.emitInTransaction", [input], (r) => r[0]!),
+    emitAllInTransaction: (inputs) => inTransaction("Emitter.emitAllInTransaction", inputs, (r) => r),
+    flush: flushAll.pipe(Effect.withSpan("Emitter.flush")),
     flushWithin,
     health: health.report
   })

@@ -56,8 +56,11 @@ export class EmitterClosed extends Schema.TaggedError<EmitterClosed>()("EmitterC
 
 /**
  * The commit did not happen or its outcome is unknown. `retryable` is true when trying again can
- * help (connection loss, serialization failure, timeout). When `committed` is "unknown" a retry
- * may write the event twice (with a new id); consumers deduplicate by idempotency key.
+ * help (connection loss, serialization failure, timeout, a backed-up write queue); false when the
+ * database refused this emit's own data (its batch was split so that the other emits committed).
+ * `committed` is "unknown" only when the database did not answer within `commitTimeout`, not even
+ * to a lookup of the events: then a retry may write the event twice (with a new id); consumers
+ * deduplicate by idempotency key.
  */
 export class CommitFailed extends Schema.TaggedError<CommitFailed>()("CommitFailed", {
   reason: Schema.String,
@@ -69,8 +72,55 @@ export class CommitFailed extends Schema.TaggedError<CommitFailed>()("CommitFail
   }
 }
 
+/**
+ * `emit` / `emitAll` was called inside an open SQL transaction. It would commit on its own,
+ * whatever the transaction then does; nothing was written. Inside a transaction of the emitter's
+ * client (`DurableEmitter.layerFromClient`) use `Emitter.emitInTransaction`; a transaction of
+ * another client cannot be joined.
+ */
+export class TransactionOpen extends Schema.TaggedError<TransactionOpen>()("TransactionOpen", {
+  client: Schema.Literals(["emitter", "other"]),
+  retryable: never
+}) {
+  override get message() {
+    return this.client === "emitter"
+      ? "emit inside a transaction would commit on its own: use Emitter.emitInTransaction to write the event in the transaction, or emit outside it"
+      : "emit inside a transaction of another SqlClient would commit on its own: build the emitter on that client (DurableEmitter.layerFromClient) and use Emitter.emitInTransaction"
+  }
+}
+
+/**
+ * `emitInTransaction` was called with no transaction of the emitter's client open (or on an
+ * emitter not built with `DurableEmitter.layerFromClient`). Nothing was written.
+ */
+export class NoTransaction extends Schema.TaggedError<NoTransaction>()("NoTransaction", {
+  reason: Schema.String,
+  retryable: never
+}) {
+  override get message() {
+    return `no transaction to write in: ${this.reason}`
+  }
+}
+
+/**
+ * Writing the events in the caller's transaction failed; PostgreSQL has aborted that transaction,
+ * so nothing of it (and none of the events) will commit. `retryable`: the whole transaction may
+ * succeed when run again.
+ */
+export class TransactionWriteFailed extends Schema.TaggedError<TransactionWriteFailed>()("TransactionWriteFailed", {
+  reason: Schema.String,
+  retryable: Schema.Boolean
+}) {
+  override get message() {
+    return `writing the events in your transaction failed (the transaction is aborted): ${this.reason}`
+  }
+}
+
 /** Every error `Emitter.emit` can fail with. */
-export type EmitError = InvalidEvent | EventTooLarge | EmitterOverloaded | EmitterClosed | CommitFailed
+export type EmitError = InvalidEvent | EventTooLarge | EmitterOverloaded | EmitterClosed | CommitFailed | TransactionOpen
+
+/** Every error `Emitter.emitInTransaction` can fail with. */
+export type TransactionalEmitError = InvalidEvent | EventTooLarge | NoTransaction | TransactionWriteFailed
 
 /**
  * What the database driver reported, kept as data rather than flattened into a message:
@@ -148,12 +198,10 @@ export class StoreLocked extends Schema.TaggedError<StoreLocked>()("StoreLocked"
  */
 export class PackageMissing extends Schema.TaggedError<PackageMissing>()("PackageMissing", {
   packageName: Schema.String,
-  feature: Schema.String
+  feature: Schema.String,
+  retryable: never
 }) {
   override get message() {
     return `${this.feature} needs the package ${this.packageName}, which is not installed: npm install ${this.packageName}`
-  }
-  get retryable() {
-    return false
   }
 }

@@ -10,6 +10,9 @@
  *   retries on the retry Schedule (publisher/retrySchedule.ts);
  * - acks (publisher/Acks.ts): delivered rows deleted in coalesced batches;
  * - the end of each item's life (publisher/Item.ts) and the flush barrier (publisher/Barrier.ts);
+ * - shared by the senders: the push-back gate (publisher/PushBackGate.ts: one reply's push-back
+ *   holds every request), the retry throttle (publisher/retryThrottle.ts) and the failure
+ *   episodes of the log (publisher/FailureEpisode.ts);
  * - transport health (publisher/TransportHealth.ts), for `Emitter.health`.
  * What is not delivered stays in the table for the retransmitter.
  */
@@ -19,9 +22,12 @@ import { seqnumReserve } from "./Event.ts"
 import { Handoff } from "./Handoff.ts"
 import * as Acks from "./publisher/Acks.ts"
 import * as Barrier from "./publisher/Barrier.ts"
+import * as FailureEpisode from "./publisher/FailureEpisode.ts"
 import { advance, type Item, item, makeSettle } from "./publisher/Item.ts"
 import * as Overflow from "./publisher/Overflow.ts"
+import * as PushBackGate from "./publisher/PushBackGate.ts"
 import { retrySchedule, type RetrySchedule } from "./publisher/retrySchedule.ts"
+import * as RetryThrottle from "./publisher/retryThrottle.ts"
 import { makeSend } from "./publisher/Sender.ts"
 import * as TakeBatch from "./publisher/takeBatch.ts"
 import * as TransportHealth from "./publisher/TransportHealth.ts"
@@ -29,6 +35,7 @@ import { Store, type StoredEvent } from "./Store.ts"
 import { Transport } from "./Transport.ts"
 
 export { type RetryInput, retrySchedule, type RetrySchedule } from "./publisher/retrySchedule.ts"
+export { defaultRetryThrottle, type RetryThrottleOptions } from "./publisher/retryThrottle.ts"
 export type { TransportState } from "./publisher/TransportHealth.ts"
 
 export type PublisherOptions =
@@ -41,6 +48,8 @@ export type PublisherOptions =
   & {
     /** Replaces the retry policy built from retryBaseDelay, retryMaxDelay and retryBudget. */
     readonly retrySchedule?: RetrySchedule | undefined
+    /** The client-side retry throttle (gRPC's `retryThrottling`); default 10 tokens, ratio 0.1. */
+    readonly retryThrottle?: RetryThrottle.RetryThrottleOptions | undefined
   }
 
 export interface PublisherState {
@@ -86,7 +95,8 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
   // ---- state: the publish queue, the flush barrier, the end of an item's life ---------------
   const queue = yield* Queue.bounded<Item>(options.publishQueueCapacity)
   const barrier = Barrier.make()
-  const settle = makeSettle(barrier)
+  const episodes = FailureEpisode.make()
+  const settle = makeSettle(barrier, episodes.postponed)
   const health = yield* TransportHealth.make
   const acks = yield* Acks.make(options, store, settle)
   const send = makeSend({
@@ -96,6 +106,9 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
     health,
     settle,
     retrySchedule: options.retrySchedule ?? retrySchedule(options),
+    gate: PushBackGate.make(),
+    throttle: RetryThrottle.make(options.retryThrottle),
+    episodes,
     sendMarginMs: options.requestTimeoutMs * leaseSlack
   })
   /** False once shutdown begins: nothing new is accepted. */

@@ -13,6 +13,7 @@ import { CommitFailed, EmitterClosed, EmitterOverloaded, StoreError } from "./Er
 import { Handoff } from "./Handoff.ts"
 import * as Metrics from "./Metrics.ts"
 import * as TakeBatch from "./publisher/takeBatch.ts"
+import { makeBacklog } from "./sequencer/backlog.ts"
 import * as Outcome from "./sequencer/outcome.ts"
 import { type Appended, type NewEvent, Store, type StoredEvent } from "./Store.ts"
 import * as Semconv from "./telemetry/semconv.ts"
@@ -65,7 +66,7 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
 
   const commitBudgetMs = Outcome.commitBudgetMs(options.commitTimeoutMs)
   const queueBudgetMs = options.commitTimeoutMs - commitBudgetMs
-  const backlog = makeBacklog()
+  const backlog = makeBacklog<Pending>((p) => p.taken || Deferred.isDoneUnsafe(p.done))
   let episode: Outcome.Episode | undefined
 
   const commit = (taken: ReadonlyArray<Pending>) =>
@@ -370,28 +371,4 @@ const inInputOrder = (ids: ReadonlyArray<string>, found: ReadonlyArray<Appended>
   const byId = new Map(found.map((a) => [a.eventId, a]))
   const ordered = ids.map((id) => byId.get(id))
   return ordered.every((a) => a !== undefined) ? ordered as ReadonlyArray<Appended> : undefined
-}
-
-/**
- * The emits in the queue, in queue order (the Queue cannot be looked into past its head), for the
- * watchdog. Committers take from the front, so what they took is dropped from the front too.
- */
-const makeBacklog = () => {
-  let items: Array<Pending> = []
-  let head = 0
-  return {
-    push: (p: Pending) => void items.push(p),
-    /** The oldest emit still queued and unanswered. */
-    first: (): Pending | undefined => {
-      while (head < items.length && (items[head]!.taken || Deferred.isDoneUnsafe(items[head]!.done))) head++
-      if (head === items.length) {
-        items = []
-        head = 0
-      } else if (head > 1024 && head * 2 > items.length) {
-        items = items.slice(head)
-        head = 0
-      }
-      return items[head]
-    }
-  }
 }

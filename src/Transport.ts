@@ -38,13 +38,25 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
   }
 }
 
+/** What the caller tells the transport about one request. */
+export interface PublishOptions {
+  /**
+   * How many earlier attempts this request had (0 or absent for the first). The gRPC transport
+   * sends it as `grpc-previous-rpc-attempts` on retries, as gRPC's own retry support does.
+   */
+  readonly previousAttempts?: number | undefined
+}
+
 export class Transport extends Context.Service<Transport, {
   /**
    * Sends the encoded CloudEvents (each already carrying its `seqnum`) as one PublishBatch request.
    * Succeeds with one result per event, in order; fails with a TransportError for the whole batch.
    * Never hangs longer than the transport's request timeout.
    */
-  readonly publishBatch: (events: ReadonlyArray<Uint8Array>) => Effect.Effect<ReadonlyArray<EventResult>, TransportError>
+  readonly publishBatch: (
+    events: ReadonlyArray<Uint8Array>,
+    options?: PublishOptions
+  ) => Effect.Effect<ReadonlyArray<EventResult>, TransportError>
   /** Calls Ping: answers the server's message. */
   readonly ping: Effect.Effect<string, TransportError>
 }>()("durable-emitter/Transport") {}

@@ -1,7 +1,8 @@
 /**
  * The write path against a real PostgreSQL: an event the database refuses fails alone (its batch
- * is split), and a commit that waits on a lock ends with the server's answer (its
- * statement_timeout is shorter than the commit budget), not with an unknown outcome.
+ * is split); a commit that waits on a lock ends with the server's answer (its statement_timeout is
+ * shorter than the commit budget), not with an unknown outcome; and a commit whose backend is
+ * killed is resolved by looking its events up.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
@@ -64,6 +65,22 @@ const setup = (prefix: string, overrides: Partial<SequencerOptions>) =>
     return { sequencer, gate, appends, handed, store }
   })
 
+/** Holds the events table in another session's transaction until the answered effect runs. */
+const lockEvents = (prefix: string) =>
+  Effect.gen(function*() {
+    const locked = yield* Latch.make(false)
+    const release = yield* Latch.make(false)
+    const holder = yield* Effect.forkChild(admin((sql) =>
+      sql.withTransaction(Effect.gen(function*() {
+        yield* sql.unsafe(`LOCK TABLE ${prefix}_events IN ACCESS EXCLUSIVE MODE`)
+        yield* locked.open
+        yield* release.await
+      }))
+    ))
+    yield* locked.await
+    return Effect.andThen(release.open, Fiber.join(holder))
+  })
+
 describe("Sequencer on PostgreSQL", () => {
   it.live("a poisoned emit among 2 000 good ones in one batch fails alone; all good ones commit", () =>
     Effect.gen(function*() {
@@ -108,21 +125,11 @@ describe("Sequencer on PostgreSQL", () => {
       const commitTimeoutMs = 2000
       const { sequencer, store } = yield* setup(prefix, { commitTimeoutMs })
       // Another session holds the events table: the append waits on the lock.
-      const locked = yield* Latch.make(false)
-      const release = yield* Latch.make(false)
-      const holder = yield* Effect.forkChild(admin((sql) =>
-        sql.withTransaction(Effect.gen(function*() {
-          yield* sql.unsafe(`LOCK TABLE ${prefix}_events IN ACCESS EXCLUSIVE MODE`)
-          yield* locked.open
-          yield* release.await
-        }))
-      ))
-      yield* locked.await
+      const unlock = yield* lockEvents(prefix)
       const started = Date.now()
       const error = yield* Effect.flip(sequencer.submit([prepared("s", 1)]))
       const waited = Date.now() - started
-      yield* release.open
-      yield* Fiber.join(holder)
+      yield* unlock
       assert.instanceOf(error, CommitFailed)
       assert.strictEqual((error as CommitFailed).committed, "no")
       assert.isTrue((error as CommitFailed).retryable)
@@ -132,5 +139,34 @@ describe("Sequencer on PostgreSQL", () => {
       const [receipt] = yield* sequencer.submit([prepared("s", 2)])
       assert.strictEqual(receipt!.seq, 1n)
       assert.strictEqual((yield* store.stats).backlog, 1)
+    }), 60_000)
+
+  it.live("a backend killed while its append waits: the outcome is looked up, and the caller told committed no", () =>
+    Effect.gen(function*() {
+      const prefix = yield* scopedPrefix
+      const commitTimeoutMs = 4000
+      const { sequencer, store } = yield* setup(prefix, { commitTimeoutMs })
+      const unlock = yield* lockEvents(prefix)
+      const started = Date.now()
+      const emit = yield* Effect.forkChild(Effect.flip(sequencer.submit([prepared("s", 1)])))
+      // The store's backend, waiting on the lock with its INSERT: terminated, as by an operator.
+      let killed = 0
+      while (killed === 0) {
+        yield* Effect.sleep(20)
+        const rows = yield* admin((sql) => sql.unsafe<{ n: number }>(
+          `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+           WHERE state = 'active' AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO ${prefix}_events%'`
+        ))
+        killed = rows[0]!.n
+      }
+      yield* unlock
+      const error = yield* Fiber.join(emit)
+      const waited = Date.now() - started
+      assert.instanceOf(error, CommitFailed)
+      assert.strictEqual((error as CommitFailed).committed, "no")
+      assert.isTrue((error as CommitFailed).retryable)
+      assert.include(error.message, "looked up afterwards: not committed")
+      assert.isBelow(waited, commitTimeoutMs)
+      assert.strictEqual((yield* store.stats).backlog, 0)
     }), 60_000)
 })

@@ -27,7 +27,7 @@ const freshPrefix = () => `${runId}_${prefixes++}`
 const dropTables = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
     sql.unsafe(
-      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations`
+      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_rotation`
     )
   ).pipe(Effect.orDie)
 
@@ -74,7 +74,7 @@ layer(ClientLayer, { timeout: "30 seconds", excludeTestServices: true })("PgStor
       })
       yield* PgStore.make({ tablePrefix: prefix })
       const versions = yield* sql.unsafe<{ version: number }>(`SELECT version FROM ${prefix}_migrations`)
-      assert.deepStrictEqual(versions.map((v) => v.version), [1])
+      assert.deepStrictEqual(versions.map((v) => v.version), [1, 2, 3])
     }))
 })
 
@@ -112,14 +112,14 @@ describe("PgStore on a large table", () => {
 })
 
 describe("PgStore storage figures", () => {
-  it.live("tableBytes is the whole table (heap, indexes, TOAST); deletes show as dead tuples until a vacuum", () =>
+  it.live("tableBytes is the whole table (every partition's heap, indexes, TOAST); deletes show as dead tuples until a vacuum", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const { prefix, store } = yield* scopedStore
       const events = Array.from({ length: 1000 }, () => newEvent("s", "t", new Uint8Array(200)))
       const rows = yield* store.append(events, { now: 0, nextAttemptAt: 0 })
       const [size] = yield* sql.unsafe<{ total: number }>(
-        `SELECT pg_total_relation_size('${prefix}_events')::float8 AS total`
+        `SELECT sum(pg_total_relation_size(relid))::float8 AS total FROM pg_partition_tree('${prefix}_events')`
       )
       const full = yield* store.stats
       assert.strictEqual(full.tableBytes, size!.total)
@@ -261,11 +261,15 @@ describe("PgStore across processes", () => {
       assert.deepStrictEqual(tables.map((t) => t.tablename.slice(prefix.length + 1)), [
         "dead_letters",
         "events",
+        "events_0",
+        "events_1",
+        "events_2",
         "migrations",
+        "rotation",
         "sequences"
       ])
       const versions = yield* sql.unsafe<{ version: number }>(`SELECT version FROM ${prefix}_migrations`)
-      assert.deepStrictEqual(versions.map((v) => v.version), [1])
+      assert.deepStrictEqual(versions.map((v) => v.version), [1, 2, 3])
     }).pipe(Effect.scoped, Effect.provide(ClientLayer)), 60_000)
 })
 

@@ -285,7 +285,7 @@ describe("PgliteStore data directory", () => {
       const withSql = <A>(f: (sql: SqlClient.SqlClient) => Effect.Effect<A, unknown>) =>
         Effect.scoped(SqlClient.SqlClient.use(f).pipe(Effect.provide(Layer.fresh(PgliteStore.layerClient({ dataDir: dir })))))
       const versions = yield* withSql((sql) => sql<{ version: number }>`SELECT version FROM durable_emitter_migrations`)
-      assert.deepStrictEqual(versions.map((v) => v.version), [1], "the migrations ran once")
+      assert.deepStrictEqual(versions.map((v) => v.version), [1, 2, 3], "the migrations ran once")
       // what a commit's survival of a crash rests on, even against a config file saying otherwise
       yield* withSql((sql) => sql.unsafe("ALTER SYSTEM SET synchronous_commit = off"))
       const settings = yield* withSql((sql) =>

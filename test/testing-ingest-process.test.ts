@@ -29,5 +29,5 @@ describe("ingest server in its own process", () => {
       yield* Effect.promise(() => server.clearFaults())
       yield* transport.publishBatch([event(4)])
       assert.strictEqual((yield* Effect.promise(() => server.stats())).uniqueIds, 3)
-    }), 20_000)
+    }), 60_000)
 })

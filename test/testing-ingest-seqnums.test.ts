@@ -180,9 +180,9 @@ describe("IngestServer record \"seqnums\"", () => {
       assert.deepStrictEqual([...server.received.ids], [bare.eventId])
     }))
 
-  it.live("the separate process serves the seqnum summary and a bounded sample of whole events", () =>
+  it.live("the separate process serves the seqnum summary, a bounded sample of whole events and its memory", () =>
     Effect.gen(function*() {
-      const server = yield* makeIngestServerProcess({ record: "seqnums", sampleEvery: 4, startTimeoutMs: 60_000 })
+      const server = yield* makeIngestServerProcess({ record: "seqnums", sampleEvery: 4, startTimeoutMs: 60_000, execArgv: ["--expose-gc"] })
       const transport = yield* GrpcTransport.make({ url: server.url, timeout: "20 seconds" })
       yield* transport.publishBatch([...range(1, 10), 3].map((seq) => wireEvent("s", "t", seq)))
       const sequences = yield* Effect.promise(() => server.sequences())
@@ -195,5 +195,9 @@ describe("IngestServer record \"seqnums\"", () => {
       const samples = yield* Effect.promise(() => server.samples())
       assert.deepStrictEqual(samples.map((e) => e.seqnum), ["1", "5", "9"])
       assert.strictEqual(samples[0]?.attributes["emitter"], "test")
+      const memory = yield* Effect.promise(() => server.memory(true))
+      assert.isTrue(memory.collected)
+      assert.isAbove(memory.heapUsed, 0)
+      assert.isAtLeast(memory.rss, memory.heapUsed)
     }), 90_000)
 })

@@ -177,6 +177,17 @@ describe("GrpcTransport", () => {
       assert.strictEqual(server.received.requests[0]?.headers["x-tenant"], "acme")
     }))
 
+  it.live("a retry says how many attempts came before it (grpc-previous-rpc-attempts); a first attempt does not", () =>
+    Effect.gen(function*() {
+      const { server, transport } = yield* setup({ headers: { "x-tenant": "acme" } })
+      yield* transport.publishBatch(events(1))
+      yield* transport.publishBatch(events(1), { previousAttempts: 0 })
+      yield* transport.publishBatch(events(1), { previousAttempts: 3 })
+      const received = server.received.requests.map((r) => r.headers)
+      assert.deepStrictEqual(received.map((h) => h[GrpcTransport.previousAttemptsHeader]), [undefined, undefined, "3"])
+      assert.deepStrictEqual(received.map((h) => h["x-tenant"]), ["acme", "acme", "acme"])
+    }))
+
   it.live("rotating headers are evaluated per request", () =>
     Effect.gen(function*() {
       const counter = yield* Ref.make(0)

@@ -6,6 +6,7 @@
  */
 import * as path from "node:path"
 import { Duration, Option, Redacted, Result } from "effect"
+import { databaseUrlRule } from "../store/databaseUrl.ts"
 
 /** A refusal: the rule the value breaks, in words that follow the option's name. */
 export type Decoded<A> = Result.Result<A, string>
@@ -108,31 +109,13 @@ export const httpUrl: Kind<string, string> = text((value) => {
   return undefined
 })
 
-/** Why a PostgreSQL URL cannot work, or undefined. Never quotes the URL: it may hold a password. */
-export const postgresUrlRule = (value: string): string | undefined => {
-  if (value.length === 0) return "must not be empty (unset it to use the embedded store)"
-  const url = parseUrl(value)
-  if (url === undefined) {
-    // new URL refuses a port above 65535 too; say so rather than "not a URL".
-    const port = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*:(\d+)(?:[/?#]|$)/i.exec(value)?.[1]
-    return port !== undefined && Number(port) > 65535
-      ? "has a port outside 1-65535"
-      : "is not a URL (expected postgres://user:password@host:port/database)"
-  }
-  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-    return `must be a postgres:// or postgresql:// URL, got scheme ${url.protocol.slice(0, -1)}`
-  }
-  if (url.port === "0") return "has a port outside 1-65535"
-  return undefined
-}
-
 /** A secret PostgreSQL URL; absent means "use the embedded store". */
 export const databaseUrl: Kind<string | Redacted.Redacted<string>, Option.Option<Redacted.Redacted<string>>> = {
   decode: (v) => {
     if (v === undefined) return ok(Option.none())
     const plain: unknown = Redacted.isRedacted(v) ? Redacted.value(v) : v
     if (typeof plain !== "string") return refuse("must be a string (a postgres:// URL)")
-    const broken = postgresUrlRule(plain)
+    const broken = databaseUrlRule(plain)
     return broken === undefined ? ok(Option.some(Redacted.make(plain))) : refuse(broken)
   },
   parse: (text) => ok(Redacted.make(text)),

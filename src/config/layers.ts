@@ -8,6 +8,7 @@
  */
 import { Effect, Layer, Option } from "effect"
 import type { InvalidConfig, PackageMissing, StoreError, StoreLocked } from "../Errors.ts"
+import type { SqlClient } from "effect/sql"
 import type { Store } from "../Store.ts"
 import { serverCommitBoundMs } from "../sequencer/outcome.ts"
 import type { Transport } from "../Transport.ts"
@@ -45,6 +46,11 @@ export const storeLayer = (
       Layer.unwrap(Effect.map(Effect.promise(() => import("../store/PgliteStore.ts")), (PgliteStore) =>
         PgliteStore.layer({ dataDir: options.dataDir, tablePrefix: options.tablePrefix, queryTimeout: serverCommitBoundMs(options.commitTimeoutMs) })))
   })
+
+/** The PostgreSQL Store on the application's SqlClient from the context (its pool; the outbox's). */
+export const storeOnClientLayer = (options: EmitterOptions): Layer.Layer<Store, StoreError | InvalidConfig, SqlClient.SqlClient> =>
+  Layer.unwrap(Effect.map(Effect.promise(() => import("../store/PgStore.ts")), (PgStore) =>
+    PgStore.layerFromClient({ tablePrefix: options.tablePrefix, queryTimeout: options.commitTimeoutMs })))
 
 /** The gRPC Transport to `ingestUrl`, with the request deadline the Publisher's lease rules assume. */
 export const transportLayer = (options: EmitterOptions): Layer.Layer<Transport, InvalidConfig> =>

@@ -202,7 +202,12 @@ const rfc3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[
 export const timeRule = (time: string): string | undefined => {
   const m = rfc3339.exec(time)
   if (m === null) return "must be an RFC 3339 date-time"
-  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number, number]
+  const year = Number(m[1])
+  const month = Number(m[2])
+  const day = Number(m[3])
+  const hour = Number(m[4])
+  const minute = Number(m[5])
+  const second = Number(m[6])
   if (month < 1 || month > 12) return `must be a real instant: there is no month ${m[2]}`
   if (day < 1 || day > daysInMonth(year, month)) return `must be a real instant: ${m[1]}-${m[2]} has no day ${m[3]}`
   if (hour > 23 || minute > 59) return `must be a real instant: there is no time ${m[4]}:${m[5]}`

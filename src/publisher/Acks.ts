@@ -59,11 +59,21 @@ export const make = (options: AcksOptions, store: Store["Service"], settle: Sett
     yield* Effect.addFinalizer(() => Effect.flatMap(Queue.clear(queue), (left) => settle(left, stopped)))
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(TakeBatch.take(queue, limits), (batch) => deleteBatch(batch.items))))
 
+    /** The slow path: waits for room item by item; what a shutdown leaves unqueued is counted too. */
+    const offerWaiting = (items: ReadonlyArray<Item>) =>
+      Effect.gen(function*() {
+        for (let i = 0; i < items.length; i++) {
+          yield* Queue.offer(queue, items[i]!).pipe(Effect.onInterrupt(() => settle(items.slice(i), stopped)))
+        }
+      })
+
     return {
       offer: (items) =>
         Effect.suspend(() => {
           advance(items, "deleting")
-          return Queue.offerAll(queue, items)
-        }).pipe(Effect.asVoid)
+          let queued = 0
+          while (queued < items.length && Queue.offerUnsafe(queue, items[queued]!)) queued++
+          return queued === items.length ? Effect.void : offerWaiting(items.slice(queued))
+        })
     }
   })

@@ -56,21 +56,37 @@ export const advance = (items: ReadonlyArray<Item>, stage: Exclude<Stage, "settl
   for (const item of items) if (item.stage !== "settled") item.stage = stage
 }
 
-/** Ends the items' life with `outcome`: the flush barrier learns it, the metric and the log say why. */
-export const makeSettle = (barrier: Barrier.Barrier): Settle => (items, outcome) =>
+/** Logs rows left to the retransmitter (the failure episodes' call: once per episode, not per batch). */
+export type Postponed = (rows: number, why: string) => Effect.Effect<void>
+
+const warnPostponed: Postponed = (rows, why) =>
+  Effect.logWarning("delivery postponed: rows left to the retransmitter", { count: rows, why })
+
+/**
+ * Ends the items' life with `outcome`: the metric and the log say why, and the flush barrier
+ * learns it (after the log: a flush that returns has its outcomes recorded).
+ */
+export const makeSettle = (barrier: Barrier.Barrier, postponed: Postponed = warnPostponed): Settle => (items, outcome) =>
   Effect.suspend(() => {
     const fresh: Array<Item> = []
     for (const item of items) {
       if (item.stage === "settled") continue
       item.stage = "settled"
-      barrier.resolved(item.epoch, 1)
       fresh.push(item)
     }
     if (fresh.length === 0) return Effect.void
     const counted = Metric.update(settledCounters[outcome._tag], fresh.length)
-    const log = record(fresh, outcome)
-    return log === undefined ? counted : Effect.andThen(counted, log)
+    const log = outcome._tag === "GivenUp" ? postponed(fresh.length, outcome.why) : record(fresh, outcome)
+    if (log === undefined) {
+      resolve(barrier, fresh)
+      return counted
+    }
+    return Effect.andThen(counted, Effect.ensuring(log, Effect.sync(() => resolve(barrier, fresh))))
   })
+
+const resolve = (barrier: Barrier.Barrier, items: ReadonlyArray<Item>) => {
+  for (const item of items) barrier.resolved(item.epoch, 1)
+}
 
 const settledCounters: Record<Outcome["_tag"], Metric.Counter<number>> = {
   Delivered: Metric.withAttributes(Metrics.settled, { outcome: "Delivered" }),
@@ -94,7 +110,7 @@ const record = (items: ReadonlyArray<Item>, outcome: Outcome): Effect.Effect<voi
         Effect.logWarning("events dead-lettered", { count: items.length, code: outcome.code, reason: outcome.reason })
       )
     case "GivenUp":
-      return Effect.logWarning("delivery postponed: rows left to the retransmitter", { count: items.length, why: outcome.why })
+      return undefined // logged by `postponed`
     case "Lapsed":
       return Effect.logDebug("rows whose lease ends before a request could finish are left to the retransmitter", { count: items.length })
     case "Abandoned":

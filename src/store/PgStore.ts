@@ -25,11 +25,12 @@ import { toStoreError } from "./driverFault.ts"
 import { makeAppend } from "./pgAppend.ts"
 import { makeDeadLetterOperations } from "./pgDeadLetters.ts"
 import { makeEventOperations } from "./pgEvents.ts"
+import { forkRotation, type RotationOptions, rotationSettings } from "./pgRotation.ts"
 import { migrate, tables } from "./pgSchema.ts"
 import { makeRunner } from "./pgStatement.ts"
 import { makeStatsOperations } from "./pgStats.ts"
 
-export interface PgStoreClientOptions {
+export interface PgStoreClientOptions extends RotationOptions {
   /** Prefix of every table and index name; a lower-case SQL identifier. Default `durable_emitter`. */
   readonly tablePrefix?: string | undefined
   /**
@@ -65,8 +66,11 @@ const defaultConnectTimeout = Duration.seconds(10)
 export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & { readonly serverTimeout?: boolean }) {
   const t = yield* tables(options.tablePrefix)
   const queryTimeout = yield* durationOption("queryTimeout", options.queryTimeout, defaultQueryTimeout)
+  const rotation = yield* rotationSettings(options)
   const sql = yield* SqlClient.SqlClient
   yield* migrate(sql, t).pipe(Effect.mapError(toStoreError("migrate")))
+  // The events table's space comes back by rotation, not by VACUUM (pgPartitions.ts).
+  yield* forkRotation(sql, t, rotation)
 
   // With a server-side statement_timeout, leave the server a moment to answer first: its error
   // says more than ours.

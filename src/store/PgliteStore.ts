@@ -25,6 +25,7 @@ import type { SqlClient } from "effect/sql"
 import * as path from "node:path"
 import { InvalidConfig, PackageMissing, StoreError, type StoreLocked } from "../Errors.ts"
 import type { Store } from "../Store.ts"
+import { describeFault, readDriverFault } from "./driverFault.ts"
 import { makeBridge } from "./pgliteBridge.ts"
 import { acquireLock } from "./pgliteLock.ts"
 import * as PgStore from "./PgStore.ts"
@@ -96,7 +97,8 @@ const openPglite = (pgdata: string | undefined): Effect.Effect<PGlite, PackageMi
         new StoreError({
           operation: "open",
           reason: `cannot open PGlite in ${pgdata ?? memory}: ${String(error)}`,
-          retryable: false
+          retryable: false,
+          committed: "no"
         })
     })),
     (pglite) =>
@@ -132,9 +134,11 @@ export const makeClient = (
       database: "postgres",
       applicationName: "durable-emitter"
     }).pipe(
-      Effect.mapError((error) =>
-        new StoreError({ operation: "connect", reason: `${error.reason._tag}: ${error.message}`, retryable: false })
-      )
+      Effect.mapError((error) => {
+        // In-process: a bridge that cannot connect will not connect later either.
+        const driver = readDriverFault(error)
+        return new StoreError({ operation: "connect", reason: describeFault(driver), retryable: false, committed: "no", driver })
+      })
     )
   })
 

@@ -7,7 +7,7 @@
  * (it may hold a password); only the part that is wrong.
  */
 import { Effect } from "effect"
-import { postgresUrlRule } from "../config/kinds.ts"
+import { postgresUrlRule } from "../config/postgresUrl.ts"
 import { InvalidConfig } from "../Errors.ts"
 
 const sslModes = new Set(["disable", "allow", "prefer", "require", "verify-ca", "verify-full"])

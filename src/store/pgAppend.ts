@@ -9,6 +9,7 @@ import { Effect } from "effect"
 import { StoreError } from "../Errors.ts"
 import type { Appended, NewEvent } from "../Store.ts"
 import { firstUnplaced, isOneKey, type KeyNumbering, numberByKey, placeByKey, placeOneKey } from "./appendPlacement.ts"
+import { currentSlot } from "./pgPartitions.ts"
 import { type Runner, statement, ts } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
@@ -37,8 +38,8 @@ const appendOneKey = (t: Tables) =>
         ON CONFLICT (source, type) DO UPDATE SET last = s.last + EXCLUDED.last
         RETURNING s.last
       )
-      INSERT INTO ${t.events} (source, type, seq, event_id, payload, created_at, next_attempt_at)
-      SELECT ${p.source}, ${p.type}, s.last - ${p.count} + i.ord, i.event_id, i.payload, ${ts(p.now)}, ${
+      INSERT INTO ${t.events} (slot, source, type, seq, event_id, payload, created_at, next_attempt_at)
+      SELECT ${currentSlot(t)}, ${p.source}, ${p.type}, s.last - ${p.count} + i.ord, i.event_id, i.payload, ${ts(p.now)}, ${
       ts(p.nextAttemptAt)
     }
       FROM s, unnest(${p.eventIds}::text[], ${p.payloads}::bytea[]) WITH ORDINALITY AS i(event_id, payload, ord)
@@ -89,8 +90,8 @@ const appendKeys = (t: Tables) =>
       b AS (
         SELECT k.key, k.source, k.type, s.last - k.n AS base FROM k JOIN s ON s.source = k.source AND s.type = k.type
       )
-      INSERT INTO ${t.events} (source, type, seq, event_id, payload, created_at, next_attempt_at)
-      SELECT b.source, b.type, b.base + i.rank, i.event_id, i.payload, ${ts(p.now)}, ${ts(p.nextAttemptAt)}
+      INSERT INTO ${t.events} (slot, source, type, seq, event_id, payload, created_at, next_attempt_at)
+      SELECT ${currentSlot(t)}, b.source, b.type, b.base + i.rank, i.event_id, i.payload, ${ts(p.now)}, ${ts(p.nextAttemptAt)}
       FROM unnest(${p.eventIds}::text[], ${p.payloads}::bytea[], ${p.keyOf}::int4[], ${p.rank}::int4[])
         AS i(event_id, payload, key, rank)
       JOIN b ON b.key = i.key

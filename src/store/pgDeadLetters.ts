@@ -5,6 +5,7 @@
  */
 import { Effect } from "effect"
 import type { DeadLetter, DeadLetterEntry, DeadLetterFilter } from "../Store.ts"
+import { currentSlot } from "./pgPartitions.ts"
 import { decodeEvent, eventColumns, ms, resultColumns, type Row, type Runner, statement, toNumber, ts } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
@@ -117,8 +118,8 @@ export const makeDeadLetterOperations = (runner: Runner, t: Tables) => {
          DELETE FROM ${t.deadLetters} d USING picked p WHERE d.id = p.id RETURNING d.*
        ),
        inserted AS (
-         INSERT INTO ${t.events} (id, source, type, seq, event_id, payload, created_at, next_attempt_at, attempts)
-         SELECT id, source, type, seq, event_id, payload, ${at}, ${at}, 0 FROM moved
+         INSERT INTO ${t.events} (id, slot, source, type, seq, event_id, payload, created_at, next_attempt_at, attempts)
+         SELECT id, ${currentSlot(t)}, source, type, seq, event_id, payload, ${at}, ${at}, 0 FROM moved
          RETURNING 1
        )
        SELECT count(*) FROM inserted`,

@@ -5,6 +5,8 @@ import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { InvalidConfig } from "../Errors.ts"
+import { createPending } from "./pgOutbox.ts"
+import { toPartitioned } from "./pgPartitions.ts"
 
 export const defaultTablePrefix = "durable_emitter"
 
@@ -16,6 +18,9 @@ export interface Tables {
   readonly sequences: string
   readonly deadLetters: string
   readonly migrations: string
+  /** The rotation state of the partitioned events table (migration 2, pgPartitions.ts). */
+  readonly rotation: string
+  readonly eventsIdIdx: string
   readonly eventsNextAttemptIdx: string
   readonly eventsCreatedIdx: string
   readonly deadLettersTimeIdx: string
@@ -29,6 +34,8 @@ const tablesFor = (prefix: string): Tables => ({
   sequences: `${prefix}_sequences`,
   deadLetters: `${prefix}_dead_letters`,
   migrations: `${prefix}_migrations`,
+  rotation: `${prefix}_rotation`,
+  eventsIdIdx: `${prefix}_events_id_idx`,
   eventsNextAttemptIdx: `${prefix}_events_next_attempt_idx`,
   eventsCreatedIdx: `${prefix}_events_created_idx`,
   deadLettersTimeIdx: `${prefix}_dead_letters_time_idx`,
@@ -113,14 +120,18 @@ const migrations: ReadonlyArray<Migration> = [
       `CREATE INDEX IF NOT EXISTS ${t.deadLettersTimeIdx} ON ${t.deadLetters} (dead_lettered_at, id)`,
       `CREATE INDEX IF NOT EXISTS ${t.deadLettersKeyIdx} ON ${t.deadLetters} (source, type, dead_lettered_at)`
     ]
-  }
+  },
+  { version: 2, name: "partition_events", statements: toPartitioned },
+  // The transactional outbox's pending table (src/store/pgOutbox.ts).
+  { version: 3, name: "create_pending", statements: createPending }
 ]
 
 /**
  * Runs the missing migrations in one transaction under a transaction-scoped advisory lock keyed
  * by the prefix, so processes starting together take turns and the later ones find nothing to do.
+ * `through` stops after that version (tests build an older layout with it).
  */
-export const migrate = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<void, SqlError> =>
+export const migrate = (sql: SqlClient.SqlClient, t: Tables, through = Infinity): Effect.Effect<void, SqlError> =>
   sql.withTransaction(Effect.gen(function*() {
     yield* sql.unsafe(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`durable-emitter:migrate:${t.prefix}`])
       .unprepared
@@ -132,7 +143,7 @@ export const migrate = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<void
     const applied = yield* sql.unsafe<{ version: number }>(`SELECT version FROM ${t.migrations}`).unprepared
     const done = new Set(applied.map((row) => Number(row.version)))
     for (const migration of migrations) {
-      if (done.has(migration.version)) continue
+      if (done.has(migration.version) || migration.version > through) continue
       for (const statement of migration.statements(t)) {
         yield* sql.unsafe(statement).unprepared
       }

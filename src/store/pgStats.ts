@@ -6,6 +6,7 @@
  */
 import { Effect, Option } from "effect"
 import type { SourceTypeCount, StoreStats } from "../Store.ts"
+import { eventsDeadTuples, eventsTableBytes, leafTables } from "./pgPartitions.ts"
 import { ms, type Runner, statement, toNumber } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
@@ -14,22 +15,17 @@ export const exactCountLimit = 100_000
 
 /**
  * The planner's row estimate, scaled to the table's current size the way the planner does it
- * (reltuples / relpages * current pages); -1 when the table was never analyzed.
+ * (reltuples / relpages * current pages), summed over the partitions; -1 when a partition that
+ * holds pages was never analyzed (a truncated partition starts over as never analyzed).
  */
 const estimate = (table: string) => `
   SELECT (CASE
-    WHEN c.relpages > 0
-      THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
-    WHEN c.reltuples >= 0 THEN c.reltuples
-    ELSE -1 END)::float8 AS est
-  FROM pg_class c WHERE c.oid = '${table}'::regclass`
-
-/**
- * The table and its partitions, if it has any (a partitioned parent holds nothing itself).
- * pg_partition_tree lists no rows for a table that is not partitioned, so the table is added.
- */
-const partitions = (table: string) =>
-  `(SELECT relid FROM pg_partition_tree('${table}'::regclass) UNION SELECT '${table}'::regclass) AS tree`
+    WHEN bool_or(c.reltuples < 0 AND pg_relation_size(c.oid) > 0) THEN -1
+    ELSE coalesce(sum(CASE
+      WHEN c.relpages > 0
+        THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
+      ELSE greatest(c.reltuples, 0) END), 0) END)::float8 AS est
+  FROM pg_class c WHERE c.oid IN (${leafTables(table)})`
 
 /** `null` where SQL said NULL; numbers for everything else. */
 const nullableNumber = (value: unknown): number | null => value === null ? null : toNumber(value)
@@ -44,10 +40,10 @@ const statsStatement = (t: Tables) =>
       ev_bytes: "(SELECT coalesce(sum(bytes), 0)::float8 FROM ev_sample)",
       ev_width: `(SELECT avg_width::float8 FROM pg_stats
         WHERE schemaname = current_schema() AND tablename = '${t.events}' AND attname = 'payload')`,
-      ev_size: `pg_table_size('${t.events}'::regclass)::float8`,
+      ev_size: `(SELECT sum(pg_table_size(relid))::float8 FROM (${leafTables(t.events)}) leaves)`,
       oldest: `(SELECT ${ms("min(created_at)")} FROM ${t.events})`,
-      ev_total: `(SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::float8 FROM ${partitions(t.events)})`,
-      ev_dead: `(SELECT coalesce(sum(pg_stat_get_dead_tuples(relid)), 0)::float8 FROM ${partitions(t.events)})`,
+      ev_total: `${eventsTableBytes(t)}::float8`,
+      ev_dead: `${eventsDeadTuples(t)}::float8`,
       dl_est: "(SELECT est FROM dl)",
       dl_count: "(SELECT count(*) FROM dl_sample)"
     },
@@ -137,9 +133,9 @@ export const makeStatsOperations = (runner: Runner, t: Tables) => {
   const densityEstimate = (table: string) =>
     runner.runText(
       "stats",
-      `SELECT count(*)::float8 / count(DISTINCT (ctid::text::point)[0])
-         * (pg_relation_size('${table}'::regclass) / current_setting('block_size')::float8)
-       FROM (SELECT ctid FROM ${table} LIMIT ${exactCountLimit + 1}) s`
+      `SELECT count(*)::float8 / count(DISTINCT (tableoid, (ctid::text::point)[0]))
+         * ((SELECT sum(pg_relation_size(relid)) FROM (${leafTables(table)}) leaves) / current_setting('block_size')::float8)
+       FROM (SELECT tableoid, ctid FROM ${table} LIMIT ${exactCountLimit + 1}) s`
     ).pipe(Effect.map((rows) => Math.round(toNumber(rows[0]?.[0] ?? 0))))
 
   const counted = (table: string, seen: Sighting) => {

@@ -153,7 +153,7 @@ export const acquireLock = (dataDir: string): Effect.Effect<void, StoreLocked | 
         return tryLock(lockFile)
       },
       catch: (error) =>
-        new StoreError({ operation: "open", reason: `cannot lock ${lockFile}: ${String(error)}`, retryable: false })
+        new StoreError({ operation: "open", reason: `cannot lock ${lockFile}: ${String(error)}`, retryable: false, committed: "no" })
     }).pipe(
       Effect.flatMap((attempt) =>
         attempt._tag === "Acquired"

@@ -111,7 +111,12 @@ export const startIngestServer = async (options: IngestServerOptions = {}): Prom
     compressResponses: options.compressResponses === true
   })
 
-  await listener.start()
+  try {
+    await listener.start()
+  } catch (error) {
+    await recorder.close() // the JSON lines file, if any, was opened
+    throw error
+  }
   if (options.faults !== undefined) await faults.control.apply(options.faults)
 
   const port = listener.port()

@@ -18,10 +18,12 @@ export interface IngestServerProcessOptions {
   readonly jsonl?: string
   /** Keep every Nth produced event whole (the last 1000), for `samples()`. */
   readonly sampleEvery?: number
+  /** Instead, keep whole every event whose id is in a one-in-N sample (./ingestSample.ts); 1 keeps all. */
+  readonly sampleIds?: number
   readonly faults?: FaultConfig
   /** Extra Node.js flags for the child (e.g. ["--max-old-space-size=256"]). */
   readonly execArgv?: ReadonlyArray<string>
-  /** How long to wait for the child to listen. Default 10 s. */
+  /** How long to wait for the child to listen. Default 30 s: on a busy machine a Node.js start takes seconds. */
   readonly startTimeoutMs?: number
 }
 
@@ -35,7 +37,14 @@ export interface IngestServerProcess {
   readonly sequences: (gaps?: number) => Promise<
     ReturnType<ReceivedSequences["footprint"]> & { readonly keys: ReadonlyArray<SequenceSummary> }
   >
-  /** The sampled events (with `sampleEvery`), in their JSON form. */
+  /**
+   * The child's memory in bytes (`process.memoryUsage()`); with `gc`, after a full collection when
+   * the child runs with `execArgv: ["--expose-gc"]` (`collected` says whether it did).
+   */
+  readonly memory: (gc?: boolean) => Promise<NodeJS.MemoryUsage & { readonly collected: boolean }>
+  /** Every distinct produced id (record "events" or "ids"). */
+  readonly ids: () => Promise<ReadonlyArray<string>>
+  /** The sampled events (with `sampleEvery` or `sampleIds`), in their JSON form. */
   readonly samples: () => Promise<ReadonlyArray<ReturnType<typeof receivedEventJson>>>
   /** Applies a fault configuration on top of the current one. */
   readonly faults: (config: FaultConfig) => Promise<void>
@@ -69,6 +78,7 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     String(options.port ?? 0),
     ...(options.jsonl === undefined ? [] : ["--jsonl", options.jsonl]),
     ...(options.sampleEvery === undefined ? [] : ["--sample-every", String(options.sampleEvery)]),
+    ...(options.sampleIds === undefined ? [] : ["--sample-ids", String(options.sampleIds)]),
     ...(options.faults === undefined ? [] : ["--faults", JSON.stringify(options.faults)])
   ]
   const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] })
@@ -77,7 +87,7 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     const timer = setTimeout(() => {
       child.kill("SIGKILL")
       reject(new Error("the ingest server process did not start in time"))
-    }, options.startTimeoutMs ?? 10_000)
+    }, options.startTimeoutMs ?? 30_000)
     child.once("exit", (code) => {
       clearTimeout(timer)
       reject(new Error(`the ingest server process exited with code ${code} before listening`))
@@ -112,7 +122,9 @@ export const spawnIngestServer = async (options: IngestServerProcessOptions = {}
     stats: () => call("GET", "/stats"),
     requests: () => call("GET", "/requests"),
     sequences: (gaps = 10) => call("GET", `/sequences?gaps=${gaps}`),
+    ids: () => call("GET", "/ids"),
     samples: () => call("GET", "/samples"),
+    memory: (gc = false) => call("GET", gc ? "/memory?gc=1" : "/memory"),
     faults: (config) => call<unknown>("POST", "/faults", config).then(() => undefined),
     clearFaults: () => call<unknown>("DELETE", "/faults").then(() => undefined),
     clear: () => call<unknown>("POST", "/clear").then(() => undefined),

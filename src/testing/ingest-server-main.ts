@@ -12,6 +12,7 @@ import { startControlServer } from "./ingestControl.ts"
 import { decodeFaultConfig, type FaultConfig } from "./ingestFaults.ts"
 import { startIngestServer } from "./IngestServer.ts"
 import { sampleRecorder } from "./ingestRecorder.ts"
+import { idSampleRecorder } from "./ingestSample.ts"
 
 const usage = `ingest-server-main: the reference Chip Ingress server (gRPC over h2c)
   --host HOST                  listen address (INGEST_HOST, default 127.0.0.1)
@@ -22,6 +23,9 @@ const usage = `ingest-server-main: the reference Chip Ingress server (gRPC over 
   --jsonl PATH                 append produced events as JSON lines (INGEST_JSONL)
   --sample-every N             keep every Nth produced event whole, the last 1000, at GET /samples
                                of the control endpoint (INGEST_SAMPLE_EVERY)
+  --sample-ids N               instead, keep whole every produced event whose id is in a one-in-N
+                               sample (./ingestSample.ts), all copies, at GET /samples; 1 = every
+                               event (INGEST_SAMPLE_IDS)
   --latency-ms N               fixed latency per request (INGEST_LATENCY_MS)
   --max-request-bytes N        reject larger requests with RESOURCE_EXHAUSTED (INGEST_MAX_REQUEST_BYTES)
   --require-authorization V    reject requests without this authorization header (INGEST_REQUIRE_AUTHORIZATION)
@@ -37,6 +41,7 @@ const { values } = parseArgs({
     record: { type: "string" },
     jsonl: { type: "string" },
     "sample-every": { type: "string" },
+    "sample-ids": { type: "string" },
     "latency-ms": { type: "string" },
     "max-request-bytes": { type: "string" },
     "require-authorization": { type: "string" },
@@ -93,7 +98,16 @@ const faults: FaultConfig = {
 const host = option("host", "INGEST_HOST") ?? "127.0.0.1"
 const jsonl = option("jsonl", "INGEST_JSONL")
 const sampleEvery = integer("sample-every", "INGEST_SAMPLE_EVERY")
-const samples = sampleEvery === undefined || sampleEvery === 0 ? undefined : sampleRecorder({ every: sampleEvery })
+const sampleIds = integer("sample-ids", "INGEST_SAMPLE_IDS")
+if (sampleEvery !== undefined && sampleEvery > 0 && sampleIds !== undefined && sampleIds > 0) {
+  process.stderr.write(`--sample-every and --sample-ids are exclusive\n${usage}`)
+  process.exit(2)
+}
+const samples = sampleEvery !== undefined && sampleEvery > 0
+  ? sampleRecorder({ every: sampleEvery })
+  : sampleIds !== undefined && sampleIds > 0
+  ? idSampleRecorder(sampleIds)
+  : undefined
 
 const server = await startIngestServer({
   host,

@@ -8,6 +8,9 @@
  *   GET    /sequences?gaps=10 → with record "seqnums": per (source, type) the distinct seqnums,
  *                                lowest, highest, missing and first gaps; the ledger's footprint
  *   GET    /samples           → the sampled events (JSON form, with a sample recorder)
+ *   GET    /ids               → every distinct produced id (with record "events" or "ids")
+ *   GET    /memory?gc=1       → the process's memory (bytes: rss, heapUsed, …), after a full GC
+ *                                when asked and the process runs with --expose-gc
  *   GET    /faults            → the current fault state
  *   POST   /faults            ← FaultConfig (applied on top; null clears a field; unknown keys
  *                                are refused with 400) → fault state
@@ -80,8 +83,15 @@ export const startControlServer = async (
           const gaps = Number(url.searchParams.get("gaps") ?? 10)
           return { ...handle.received.sequences.footprint(), keys: handle.received.sequences.summary(gaps) }
         }
+        case "GET /ids":
+          return [...handle.received.ids]
         case "GET /samples":
           return (options.samples?.events() ?? []).map(receivedEventJson)
+        case "GET /memory": {
+          const gc = (globalThis as { gc?: () => void }).gc
+          if (url.searchParams.get("gc") === "1" && gc !== undefined) gc()
+          return { ...process.memoryUsage(), collected: url.searchParams.get("gc") === "1" && gc !== undefined }
+        }
         case "GET /faults":
           return faultSnapshot(handle.faults.state)
         case "POST /faults":

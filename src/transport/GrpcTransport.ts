@@ -10,7 +10,7 @@ import { type Context, Clock, Duration, Effect, Layer, Option, Redacted, Result 
 import { defaults } from "../config/options.ts"
 import { InvalidConfig } from "../Errors.ts"
 import { ChipIngress } from "../gen/chipingress/pb/chip_ingress_pb.js"
-import { type EventResult, Transport, TransportError } from "../Transport.ts"
+import { type EventResult, type PublishOptions, Transport, TransportError } from "../Transport.ts"
 import { resultsOf, timeoutError, transportErrorOf } from "./outcome.ts"
 import { batchRequestBytes, eventRequestBytes, rawBatch, rawPublishBatch } from "./rawBatch.ts"
 
@@ -77,6 +77,9 @@ class GuardedSessionManager extends Http2SessionManager {
   }
 }
 
+/** The gRPC retry header (gRFC A6): how many attempts of this request came before. */
+export const previousAttemptsHeader = "grpc-previous-rpc-attempts"
+
 /** Room the local backstop leaves for connect's own deadline to fire first, with its clearer error. */
 const backstopGraceMs = 50
 
@@ -138,8 +141,10 @@ export const make = Effect.fnUntraced(function*<R = never>(options: GrpcTranspor
       : Effect.succeed(plainHeaders(headersOption))
 
   /** One unary call: headers, the request, both deadlines, errors mapped. */
-  const call = <A>(run: (signal: AbortSignal, headers: Record<string, string> | undefined) => Promise<A>) =>
-    requestHeaders.pipe(
+  const call = <A>(run: (signal: AbortSignal, headers: Record<string, string> | undefined) => Promise<A>, previousAttempts = 0) =>
+    (previousAttempts > 0
+      ? Effect.map(requestHeaders, (headers): Record<string, string> | undefined => ({ ...headers, [previousAttemptsHeader]: String(previousAttempts) }))
+      : requestHeaders).pipe(
       Effect.flatMap((headers) =>
         Effect.tryPromise({
           try: (signal) => run(signal, headers),
@@ -157,14 +162,14 @@ export const make = Effect.fnUntraced(function*<R = never>(options: GrpcTranspor
       })
     )
 
-  const send = (events: ReadonlyArray<Uint8Array>): Effect.Effect<ReadonlyArray<EventResult>, TransportError> =>
-    call((signal, headers) => connect.unary(rawPublishBatch, signal, timeoutMs, headers, rawBatch(events))).pipe(
+  const send = (events: ReadonlyArray<Uint8Array>, previousAttempts: number): Effect.Effect<ReadonlyArray<EventResult>, TransportError> =>
+    call((signal, headers) => connect.unary(rawPublishBatch, signal, timeoutMs, headers, rawBatch(events)), previousAttempts).pipe(
       Effect.flatMap((response) => Effect.fromResult(resultsOf(events, response.message)))
     )
 
   const maxRequestBytes = options.maxRequestBytes
   /** The safety net: requests under `maxRequestBytes`, sent one after another, results in order. */
-  const sendSplit = Effect.fnUntraced(function*(events: ReadonlyArray<Uint8Array>, max: number) {
+  const sendSplit = Effect.fnUntraced(function*(events: ReadonlyArray<Uint8Array>, max: number, previousAttempts: number) {
     const results: Array<EventResult> = []
     let chunk: Array<Uint8Array> = []
     let chunkBytes = 0
@@ -172,7 +177,7 @@ export const make = Effect.fnUntraced(function*<R = never>(options: GrpcTranspor
       const batch = chunk
       chunk = []
       chunkBytes = 0
-      return batch.length === 0 ? Effect.void : Effect.map(send(batch), (r) => void results.push(...r))
+      return batch.length === 0 ? Effect.void : Effect.map(send(batch, previousAttempts), (r) => void results.push(...r))
     })
     for (const event of events) {
       const bytes = eventRequestBytes(event)
@@ -189,12 +194,13 @@ export const make = Effect.fnUntraced(function*<R = never>(options: GrpcTranspor
     return results
   })
 
-  const publishBatch = Effect.fn("GrpcTransport.publishBatch")(function*(events: ReadonlyArray<Uint8Array>) {
+  const publishBatch = Effect.fn("GrpcTransport.publishBatch")(function*(events: ReadonlyArray<Uint8Array>, publish?: PublishOptions) {
     if (events.length === 0) return []
     const bytes = batchRequestBytes(events)
+    const previousAttempts = publish?.previousAttempts ?? 0
     yield* Effect.annotateCurrentSpan({ "publish.events": events.length, "publish.bytes": bytes })
-    if (maxRequestBytes !== undefined && bytes > maxRequestBytes) return yield* sendSplit(events, maxRequestBytes)
-    return yield* send(events)
+    if (maxRequestBytes !== undefined && bytes > maxRequestBytes) return yield* sendSplit(events, maxRequestBytes, previousAttempts)
+    return yield* send(events, previousAttempts)
   })
 
   const ping = call((signal, headers) => connect.unary(ChipIngress.method.ping, signal, timeoutMs, headers, {})).pipe(

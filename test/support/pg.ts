@@ -13,7 +13,7 @@ export const freshPrefix = () => `${runId}_${prefixes++}`
 /** Drops every table of a prefix; runs on its own short-lived connection. */
 export const dropTables = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
-    sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations`)
+    sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_pending, ${prefix}_migrations, ${prefix}_rotation`)
   ).pipe(
     Effect.provide(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 })),
     Effect.orDie

@@ -1,0 +1,209 @@
+/**
+ * Scenario `outbox`: concurrent application transactions, each inserting one business row and
+ * writing one 256-byte event with `emitInTransaction` (the emitter built on the application's own
+ * PgClient), delivered to the reference ingest server in a separate process. The baseline is the
+ * same transactions without the event, on the same pool, measured in the same run. A third phase
+ * measures plain emits of one (source, type) while a transaction holding an event of that key
+ * stays open.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Layer, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import type { EmitterOptions } from "../src/Config.ts"
+import { outboxServices } from "../src/DurableEmitter.ts"
+import { Emitter } from "../src/Emitter.ts"
+import * as PgStore from "../src/store/PgStore.ts"
+import {
+  adminClient,
+  type BenchArgs,
+  benchInput,
+  bounded,
+  cpuLine,
+  cpuWindow,
+  databaseUrl,
+  freshPrefix,
+  int,
+  latencyLine,
+  quietLogs,
+  Reservoir,
+  round,
+  type ScenarioResult,
+  since,
+  summarize,
+  withTables
+} from "./common.ts"
+import { ingestServer } from "./delivery.ts"
+import { eventIdOf, grpcLayer, recorded, resolveOptions } from "./stack.ts"
+
+/** Concurrent application transactions (each its own fiber, one transaction after another). */
+const concurrency = 32
+/** The application's pool: the emitter shares it. */
+const poolSize = 10
+
+const orders = (prefix: string) => `${prefix}_orders`
+
+const createOrders = (prefix: string) =>
+  SqlClient.SqlClient.use((sql) =>
+    sql.unsafe(`CREATE TABLE IF NOT EXISTS ${orders(prefix)} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, amount integer NOT NULL, note text NOT NULL)`)
+  ).pipe(Effect.provide(adminClient), Effect.orDie)
+
+const dropOrders = (prefix: string) =>
+  SqlClient.SqlClient.use((sql) => sql.unsafe(`DROP TABLE IF EXISTS ${orders(prefix)}, ${prefix}_pending`)).pipe(
+    Effect.provide(adminClient),
+    Effect.ignore
+  )
+
+/** `concurrency` fibers running `transaction` back to back for `seconds`; answers commits per second and commit times. */
+const transactionsFor = <E, R>(seconds: number, transaction: (i: number) => Effect.Effect<void, E, R>) =>
+  Effect.gen(function*() {
+    let committed = 0
+    let failed = 0
+    let firstError: unknown
+    const latency = new Reservoir(100_000)
+    const start = performance.now()
+    const deadline = start + seconds * 1000
+    yield* Effect.forEach(Array.from({ length: concurrency }, (_, f) => f), (f) =>
+      Effect.gen(function*() {
+        for (let i = 0; performance.now() < deadline; i++) {
+          const s = performance.now()
+          const exit = yield* Effect.exit(transaction(f * 1_000_000 + i))
+          if (exit._tag === "Success") {
+            committed++
+            latency.add(performance.now() - s)
+          } else {
+            failed++
+            firstError ??= exit.cause
+          }
+        }
+      }), { concurrency: "unbounded", discard: true })
+    const elapsed = since(start)
+    return { committed, failed, firstError, perSecond: committed / (elapsed / 1000), latency: summarize(latency.values) }
+  })
+
+const note = "x".repeat(64)
+
+export const run = (args: BenchArgs) => {
+  const prefix = freshPrefix("outbox")
+  const seconds = args.seconds ?? (args.quick ? 3 : 10)
+  return withTables(prefix, Effect.scoped(Effect.gen(function*() {
+    yield* createOrders(prefix)
+    yield* Effect.addFinalizer(() => dropOrders(prefix))
+    const server = yield* ingestServer(false)
+    const options: EmitterOptions = yield* resolveOptions({ tablePrefix: prefix, ingestUrl: server.url }, args.options)
+    const app = PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: poolSize, applicationName: "durable-emitter-bench-app" })
+
+    // Commit → acknowledged, per event: the commit time is taken when withTransaction returns.
+    const committedAt = new Map<string, number>()
+    const commitToAck = new Reservoir(200_000)
+    const acked = new Set<string>()
+    let duplicates = 0
+    const onAnswer = (events: ReadonlyArray<Uint8Array>, results: ReadonlyArray<{ _tag: string }>, _s: number, endedAt: number) => {
+      for (let i = 0; i < events.length; i++) {
+        if (results[i]?._tag !== "Delivered") continue
+        const id = eventIdOf(events[i]!)
+        if (id === undefined) continue
+        if (acked.has(id)) duplicates++
+        acked.add(id)
+        const at = committedAt.get(id)
+        if (at !== undefined) commitToAck.add(endedAt - at)
+      }
+    }
+    const emitterLayer = outboxServices(options).pipe(
+      Layer.provideMerge(PgStore.layerFromClient({ tablePrefix: prefix, queryTimeout: options.commitTimeoutMs })),
+      Layer.provide(recorded(grpcLayer(options), onAnswer))
+    )
+
+    const measured = yield* Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const emitter = yield* Emitter
+      const insertOrder = (i: number) => sql.unsafe(`INSERT INTO ${orders(prefix)} (amount, note) VALUES ($1, $2)`, [i % 10_000, note])
+      const plain = (i: number) => sql.withTransaction(insertOrder(i))
+      const withEvent = (i: number) =>
+        sql.withTransaction(Effect.gen(function*() {
+          yield* insertOrder(i)
+          return yield* emitter.emitInTransaction(benchInput)
+        })).pipe(Effect.map((receipt) => void committedAt.set(receipt.id, performance.now())))
+
+      // Warm-up of both kinds, then the measured phases, alternating baseline and outbox twice.
+      yield* transactionsFor(1, plain)
+      yield* transactionsFor(1, withEvent)
+      yield* bounded("flush after warm-up", 60_000, emitter.flush)
+      committedAt.clear()
+      commitToAck.clear()
+      acked.clear()
+      duplicates = 0
+
+      const cpu = cpuWindow({ "ingest server": server.pid })
+      const base1 = yield* transactionsFor(seconds / 2, plain)
+      const out1 = yield* transactionsFor(seconds / 2, withEvent)
+      const base2 = yield* transactionsFor(seconds / 2, plain)
+      const out2 = yield* transactionsFor(seconds / 2, withEvent)
+      yield* bounded("flush", 120_000, emitter.flush)
+      const cpuUse = cpu.end()
+
+      // Plain emits of one key while a transaction holding an event of that key stays open.
+      const blocked = new Reservoir(50_000)
+      const held = sql.withTransaction(Effect.gen(function*() {
+        yield* emitter.emitInTransaction(benchInput)
+        yield* Effect.sleep(args.quick ? 1_000 : 3_000)
+      }))
+      const beside = Effect.gen(function*() {
+        yield* Effect.sleep(50)
+        const deadline = performance.now() + (args.quick ? 800 : 2_800)
+        yield* Effect.forEach(Array.from({ length: 8 }), () =>
+          Effect.gen(function*() {
+            while (performance.now() < deadline) {
+              const s = performance.now()
+              yield* emitter.emit(benchInput)
+              blocked.add(performance.now() - s)
+            }
+          }), { concurrency: "unbounded", discard: true })
+      })
+      yield* Effect.all([held, beside], { concurrency: 2, discard: true })
+      yield* bounded("flush after the open transaction", 60_000, emitter.flush)
+      return { base: [base1, base2], outbox: [out1, out2], cpu: cpuUse, blocked: summarize(blocked.values), blockedCount: blocked.values.length }
+    }).pipe(Effect.provide(emitterLayer.pipe(Layer.provideMerge(app))))
+
+    const sum = (phases: ReadonlyArray<{ committed: number; perSecond: number }>) =>
+      phases.reduce((n, p) => n + p.perSecond, 0) / phases.length
+    const baselineTps = sum(measured.base)
+    const outboxTps = sum(measured.outbox)
+    const ratio = outboxTps / baselineTps
+    const committedIds = [...committedAt.keys()]
+    const lost = committedIds.filter((id) => !acked.has(id)).length
+    const deliveredOfCommitted = committedIds.length - lost
+    const latency = summarize(commitToAck.values)
+    const failed = [...measured.base, ...measured.outbox].reduce((n, p) => n + p.failed, 0)
+    const firstError = [...measured.base, ...measured.outbox].find((p) => p.firstError !== undefined)?.firstError
+    const report = [
+      `outbox: ${concurrency} concurrent transactions on a pool of ${poolSize}, each one business row + one ${benchInput.data instanceof Uint8Array ? benchInput.data.length : 0}-byte event (emitInTransaction) → ingest server (separate process)`,
+      `  baseline (the same transactions without the event): ${int(baselineTps)} transactions/s (${measured.base.map((p) => int(p.perSecond)).join(", ")})`,
+      `  with the event: ${int(outboxTps)} transactions/s (${measured.outbox.map((p) => int(p.perSecond)).join(", ")})`,
+      `  ratio: ${round(ratio, 2)} (target ≥ 0.6)${failed > 0 ? `; ${failed} failed transactions: ${String(firstError)}` : ""}`,
+      `  ${latencyLine("commit → ack", latency)} (target p99 ≤ 100 ms)`,
+      `  ${latencyLine("transaction (with the event)", measured.outbox[0]!.latency)}`,
+      `  ${latencyLine(`emit beside a transaction open on the same key (${measured.blockedCount} emits)`, measured.blocked)} (target p99 ≤ 10 ms)`,
+      `  transactional events committed ${int(committedIds.length)}, delivered ${int(deliveredOfCommitted)} (by id); lost ${lost}, duplicates ${duplicates}`,
+      `  ${cpuLine(measured.cpu)} (over the baseline and outbox phases)`
+    ]
+    return {
+      report,
+      json: {
+        scenario: "outbox",
+        transactionsPerSecond: round(outboxTps, 0),
+        baselineTransactionsPerSecond: round(baselineTps, 0),
+        ratio: round(ratio, 3),
+        commitToAckP50Ms: round(latency.p50, 3),
+        commitToAckP99Ms: round(latency.p99, 3),
+        blockedEmitP50Ms: round(measured.blocked.p50, 3),
+        blockedEmitP99Ms: round(measured.blocked.p99, 3),
+        committed: committedIds.length,
+        lost,
+        duplicates,
+        failedTransactions: failed,
+        concurrency,
+        poolSize
+      }
+    } satisfies ScenarioResult
+  }))).pipe(Effect.provide(quietLogs))
+}

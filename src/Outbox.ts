@@ -1,0 +1,178 @@
+/**
+ * The transactional outbox: events written in the application's own transaction, on the
+ * application's own `@effect/sql-pg` client.
+ *
+ * - `write` runs inside the caller's `sql.withTransaction`: one INSERT into the pending table on
+ *   the transaction's connection, plus a NOTIFY that PostgreSQL delivers only on commit. Roll back
+ *   and nothing exists; nothing is numbered.
+ * - The promoter moves committed pending rows into the events table (numbering them there, see
+ *   src/store/pgOutbox.ts) and hands them to the Publisher like any committed event. It wakes at
+ *   once after a commit in this process (`afterCommit`), on a NOTIFY from any process (a LISTEN
+ *   connection of its own), and on a polling Schedule as the safety net: a crash after the commit,
+ *   a lost LISTEN connection.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Cause, Clock, Context, Duration, Effect, Layer, Option, Queue, Schedule, Semaphore } from "effect"
+import { Reactivity } from "effect/reactivity"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { type EmitterOptions } from "./Config.ts"
+import { type InvalidConfig, StoreError, TransactionWriteFailed } from "./Errors.ts"
+import { Handoff } from "./Handoff.ts"
+import * as Metrics from "./Metrics.ts"
+import type { NewEvent } from "./Store.ts"
+import { toStoreError } from "./store/driverFault.ts"
+import { outboxNames, outboxStatements } from "./store/pgOutbox.ts"
+import type { Statement } from "./store/pgStatement.ts"
+import { tables } from "./store/pgSchema.ts"
+
+export type OutboxOptions = Pick<
+  EmitterOptions,
+  "tablePrefix" | "claimBatchSize" | "firstLeaseMs" | "retransmitIntervalMs" | "commitTimeoutMs" | "retransmit"
+>
+
+/** Which transaction, if any, the calling fiber has open. */
+export type OpenTransaction = "none" | "emitter" | "other"
+
+export class Outbox extends Context.Service<Outbox, {
+  /**
+   * Whether the fiber whose context this is has a transaction open: on the emitter's own client
+   * ("emitter"), on another SqlClient ("other"; an emit there could not join it), or none.
+   */
+  readonly openTransaction: (context: Context.Context<never>) => OpenTransaction
+  /** Writes the events in the calling fiber's open transaction (the caller checked there is one). */
+  readonly write: (events: ReadonlyArray<NewEvent>, now: number) => Effect.Effect<void, TransactionWriteFailed>
+  /** Promotes every committed pending event now (flush uses it). */
+  readonly promoteAll: Effect.Effect<void, StoreError>
+}>()("durable-emitter/Outbox") {
+  /** The outbox on the application's PgClient; its promoter runs in the layer's scope. */
+  static readonly layer = (options: OutboxOptions): Layer.Layer<Outbox, InvalidConfig, PgClient.PgClient | Handoff> =>
+    Layer.effect(Outbox, make(options))
+}
+
+/**
+ * Which transaction the context holds: the emitter's client is checked first; any other SqlClient
+ * in the context with a transaction open means the caller expects atomicity we cannot give.
+ */
+export const openTransactionIn = (
+  ours: SqlClient.SqlClient,
+  context: Context.Context<never>
+): OpenTransaction => {
+  if (Option.isSome(Context.getOption(context, ours.transactionService))) return "emitter"
+  const client = Context.getOption(context, SqlClient.SqlClient)
+  if (Option.isSome(client) && client.value !== ours && Option.isSome(Context.getOption(context, client.value.transactionService))) {
+    return "other"
+  }
+  return "none"
+}
+
+/** How often the promoter vacuums the pending table while it churns (autovacuum may be off). */
+const vacuumEvery = Duration.seconds(10)
+
+const make = Effect.fnUntraced(function*(options: OutboxOptions) {
+  const sql = yield* PgClient.PgClient
+  const handoff = yield* Handoff
+  const t = yield* tables(options.tablePrefix)
+  const names = outboxNames(t)
+  const text = outboxStatements(t)
+  const run = <In, Out>(statement: Statement<In, Out>, input: In) =>
+    sql.unsafe(statement.text, statement.bind(input)).values.pipe(Effect.map((rows) => rows.map(statement.decode)))
+  /** Bounded like every Store call: a hung promotion fails (and is tried again) instead of hanging. */
+  const bounded = (operation: string) => <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, StoreError> =>
+    effect.pipe(
+      Effect.mapError(toStoreError(operation)),
+      Effect.timeoutOrElse({
+        duration: options.commitTimeoutMs,
+        orElse: () => Effect.fail(new StoreError({ operation, reason: `no answer within ${options.commitTimeoutMs} ms`, retryable: true }))
+      })
+    )
+
+  // One wake-up is enough however many commits asked for it.
+  const wake = yield* Queue.dropping<true>(1)
+  const wakeUp = Effect.sync(() => Queue.offerUnsafe(wake, true))
+  const onCommit = sql.afterCommit(Effect.asVoid(wakeUp))
+
+  const write = (events: ReadonlyArray<NewEvent>, now: number): Effect.Effect<void, TransactionWriteFailed> =>
+    run(text.insertPending, { events, now }).pipe(
+      bounded("write in transaction"),
+      Effect.mapError((error) => new TransactionWriteFailed({ reason: error.reason, retryable: error.retryable })),
+      Effect.andThen(onCommit)
+    )
+
+  // Promotions of this process one at a time (the advisory lock orders them across processes).
+  const promoting = yield* Semaphore.make(1)
+  /** Rows promoted since the last vacuum of the pending table (read and reset by the vacuum loop). */
+  const churn = { promoted: 0 }
+
+  /** One promotion: up to claimBatchSize committed events, numbered, handed to the Publisher. */
+  const promoteBatch = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const events = yield* sql.withTransaction(
+      run(text.lock, undefined).pipe(Effect.andThen(run(text.promote, { limit: options.claimBatchSize, leaseUntil: now + options.firstLeaseMs })))
+    ).pipe(bounded("promote"))
+    if (events.length === 0) return 0
+    yield* Metrics.countByKey(Metrics.emits, events)
+    yield* handoff.offer(events)
+    churn.promoted += events.length
+    return events.length
+  })
+
+  const promoteAll: Effect.Effect<void, StoreError> = promoting.withPermits(1)(
+    Effect.gen(function*() {
+      while ((yield* promoteBatch) >= options.claimBatchSize) { /* more may wait */ }
+    })
+  )
+
+  const vacuum = Effect.suspend(() => {
+    if (churn.promoted === 0) return Effect.void
+    churn.promoted = 0
+    return sql.unsafe(text.vacuumPending).raw.pipe(bounded("vacuum"), Effect.asVoid)
+  })
+
+  const logFailure = (what: string) => (cause: Cause.Cause<unknown>) =>
+    Effect.logWarning(`outbox ${what} failed; trying again`, { reason: Cause.squash(cause) instanceof Error ? (Cause.squash(cause) as Error).message : String(Cause.squash(cause)) })
+
+  // The promoter: at once on a wake-up, else every retransmit interval (the safety net).
+  const promoter = Effect.gen(function*() {
+    while (true) {
+      yield* promoteAll.pipe(Effect.catchCause(logFailure("promotion")))
+      yield* Queue.take(wake).pipe(Effect.timeoutOption(options.retransmitIntervalMs))
+    }
+  })
+
+  // NOTIFY from commits in any process, on a connection of its own (a LISTEN holds its connection
+  // for good: taken from the application's pool it would starve a small one); a lost connection is
+  // listened again, and polling covers the gap.
+  const listener = Effect.scoped(Effect.gen(function*() {
+    const own = yield* PgClient.make({ ...sql.config, maxConnections: 1, minConnections: 0 })
+    const notifications = yield* own.listen(names.channel)
+    while (true) {
+      yield* Queue.take(notifications)
+      yield* wakeUp
+    }
+  })).pipe(
+    Effect.provide(Reactivity.layer),
+    Effect.catchCause(logFailure("LISTEN connection")),
+    Effect.repeat(Schedule.spaced(Duration.seconds(1)))
+  )
+
+  if (options.retransmit) {
+    yield* Effect.forkScoped(promoter)
+    yield* Effect.forkScoped(listener)
+    yield* Effect.forkScoped(vacuum.pipe(Effect.catchCause(logFailure("vacuum")), Effect.repeat(Schedule.spaced(vacuumEvery))))
+  } else {
+    // Without the retransmitter this process promotes only what it committed itself.
+    yield* Effect.forkScoped(Effect.gen(function*() {
+      while (true) {
+        yield* Queue.take(wake)
+        yield* promoteAll.pipe(Effect.catchCause(logFailure("promotion")))
+      }
+    }))
+  }
+
+  return Outbox.of({
+    openTransaction: (context) => openTransactionIn(sql, context),
+    write,
+    promoteAll
+  })
+})

@@ -1,0 +1,245 @@
+/**
+ * The transactional outbox on real PostgreSQL: the emitter built on the application's own PgClient
+ * (DurableEmitter.layerFromClient), events written in the application's transactions, delivered
+ * to the reference ingest server over loopback HTTP/2 after the commit.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Exit, Fiber, Layer, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import { DurableEmitter } from "../src/DurableEmitter.ts"
+import { Emitter } from "../src/Emitter.ts"
+import * as Event from "../src/Event.ts"
+import { startIngestServer } from "../src/testing/IngestServer.ts"
+import { databaseUrl, scopedPrefix } from "./support/pg.ts"
+
+const ingestServer = Effect.acquireRelease(
+  Effect.promise(() => startIngestServer({ record: "events" })),
+  (server) => Effect.promise(() => server.close())
+)
+
+/** The application's own client; the emitter shares its pool. */
+const appClient = (maxConnections = 4) => PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections })
+
+const fastOptions = (prefix: string, ingestUrl: string) => ({
+  ingestUrl,
+  tablePrefix: prefix,
+  requestTimeout: "2 seconds",
+  firstLease: "5 seconds",
+  leaseBase: "3 seconds",
+  leaseMax: "5 seconds",
+  retransmitInterval: "30 seconds",
+  retryBaseDelay: "20 millis",
+  retryMaxDelay: "100 millis",
+  retryBudget: "3 seconds",
+  shutdownTimeout: "2 seconds"
+}) as const
+
+const createOrders = (prefix: string) =>
+  SqlClient.SqlClient.use((sql) =>
+    sql.unsafe(`CREATE TABLE IF NOT EXISTS ${prefix}_orders (id text PRIMARY KEY, amount int NOT NULL)`)
+  )
+
+const countRows = (table: string) =>
+  SqlClient.SqlClient.use((sql) => sql.unsafe<{ n: bigint }>(`SELECT count(*) AS n FROM ${table}`)).pipe(
+    Effect.map((rows) => Number(rows[0]!.n))
+  )
+
+const lastSeq = (prefix: string) =>
+  SqlClient.SqlClient.use((sql) => sql.unsafe<{ last: bigint }>(`SELECT last FROM ${prefix}_sequences`)).pipe(
+    Effect.map((rows) => rows.length === 0 ? 0 : Number(rows[0]!.last))
+  )
+
+/** Polls `check` every 20 ms until it holds; dies after `timeoutMs`. */
+const waitUntil = <E, R>(what: string, timeoutMs: number, check: Effect.Effect<boolean, E, R>) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMs
+    while (!(yield* check)) {
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`${what}: not within ${timeoutMs} ms`))
+      yield* Effect.sleep(20)
+    }
+  })
+
+const placeOrder = (prefix: string, id: string, fail = false) =>
+  SqlClient.SqlClient.use((sql) =>
+    sql.withTransaction(Effect.gen(function*() {
+      yield* sql.unsafe(`INSERT INTO ${prefix}_orders (id, amount) VALUES ($1, 1999)`, [id])
+      const receipt = yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed", subject: id, data: { id } })
+      if (fail) return yield* Effect.fail("payment declined" as const)
+      return receipt
+    }))
+  )
+
+describe("transactional outbox (layerFromClient)", () => {
+  it.live("an event commits with the business row and is delivered; a rollback leaves nothing and consumes no seq", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      yield* Effect.gen(function*() {
+        yield* createOrders(prefix)
+        const rolledBack = yield* placeOrder(prefix, "o-1", true).pipe(Effect.exit)
+        assert.isTrue(Exit.isFailure(rolledBack))
+        const receipt = yield* placeOrder(prefix, "o-2")
+        assert.strictEqual(receipt.seq, undefined)
+        assert.strictEqual(receipt.durable, "when-your-transaction-commits")
+        yield* waitUntil("delivered", 5_000, Effect.sync(() => server.received.stats.events === 1))
+        yield* Emitter.flush
+        assert.strictEqual(yield* countRows(`${prefix}_orders`), 1)
+        assert.deepStrictEqual([...server.received.ids], [receipt.id])
+        // The rolled-back event consumed no sequence number: the committed one is #1.
+        assert.strictEqual(server.received.events[0]!.seqnum, "1")
+        assert.strictEqual(yield* lastSeq(prefix), 1)
+        assert.strictEqual(yield* countRows(`${prefix}_pending`), 0)
+        yield* waitUntil("acknowledged rows deleted", 5_000, Effect.map(countRows(`${prefix}_events`), (n) => n === 0))
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
+    }))
+
+  it.live("emitAllInTransaction, a rolled-back savepoint and a failure after the emit", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const events = (tag: string, n: number) =>
+          Array.from({ length: n }, (_, i) => ({ source: "shop", type: "order.placed", data: { tag, i } }))
+        const kept = yield* sql.withTransaction(Effect.gen(function*() {
+          const outer = yield* Emitter.emitAllInTransaction(events("outer", 3))
+          // A savepoint rolled back while the outer transaction commits: its events go with it.
+          const inner = yield* sql.withTransaction(Effect.gen(function*() {
+            yield* Emitter.emitAllInTransaction(events("inner", 2))
+            return yield* Effect.fail("inner fails" as const)
+          })).pipe(Effect.exit)
+          assert.isTrue(Exit.isFailure(inner))
+          return outer
+        }))
+        // The application's transaction fails after the emit: nothing of it is delivered.
+        const failed = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* Emitter.emitAllInTransaction(events("failed", 4))
+          yield* sql.unsafe("SELECT 1/0")
+        })).pipe(Effect.exit)
+        assert.isTrue(Exit.isFailure(failed))
+        // Interrupted after the emit: rolled back as well.
+        const interrupted = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
+          yield* Emitter.emitAllInTransaction(events("interrupted", 2))
+          yield* Effect.never
+        })))
+        yield* Effect.sleep(100)
+        yield* Fiber.interrupt(interrupted)
+        yield* Emitter.flush
+        assert.deepStrictEqual([...server.received.ids].sort(), kept.map((r) => r.id).sort())
+        assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1", "2", "3"])
+        assert.strictEqual(yield* countRows(`${prefix}_pending`), 0)
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
+    }))
+
+  it.live("refusals: emit inside the transaction, emitInTransaction outside one, an invalid event (nothing written)", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* createOrders(prefix)
+        const outside = yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed" }).pipe(Effect.flip)
+        assert.strictEqual(outside._tag, "NoTransaction")
+        const committed = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* sql.unsafe(`INSERT INTO ${prefix}_orders (id, amount) VALUES ('o-9', 5)`)
+          const plain = yield* Emitter.emit({ source: "shop", type: "order.placed" }).pipe(Effect.flip)
+          assert.strictEqual(plain._tag, "TransactionOpen")
+          const invalid = yield* Emitter.emitInTransaction({ source: "", type: "order.placed" }).pipe(Effect.flip)
+          assert.strictEqual(invalid._tag, "InvalidEvent")
+          // The application decides: here it commits its row anyway.
+          return "committed"
+        }))
+        assert.strictEqual(committed, "committed")
+        yield* Emitter.flush
+        assert.strictEqual(yield* countRows(`${prefix}_orders`), 1)
+        assert.strictEqual(server.received.stats.events, 0)
+        assert.strictEqual(yield* countRows(`${prefix}_pending`), 0)
+        // Outside a transaction emit keeps its group commit.
+        const receipt = yield* Emitter.emit({ source: "shop", type: "order.placed" })
+        assert.strictEqual(receipt.seq, 1n)
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
+    }))
+
+  it.live("a 5 s open transaction holding an event does not hold up emits of the same key outside it", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const long = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
+          const receipt = yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed", data: "long" })
+          yield* Effect.sleep(5_000)
+          return receipt
+        })))
+        yield* Effect.sleep(100)
+        const started = Date.now()
+        const outside = yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => i), (i) =>
+          Emitter.emit({ source: "shop", type: "order.placed", data: { i } }), { concurrency: 10 })
+        const took = Date.now() - started
+        assert.isBelow(took, 2_000, `50 emits beside the open transaction took ${took} ms`)
+        const held = yield* Fiber.join(long)
+        yield* Emitter.flush
+        assert.strictEqual(server.received.stats.events, 51)
+        // Numbered after its commit: after every event committed while it was open.
+        const heldEvent = server.received.events.find((e) => e.id === held.id)!
+        assert.strictEqual(heldEvent.seqnum, "51")
+        assert.deepStrictEqual(outside.map((r) => Number(r.seq)).sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i + 1))
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
+    }), 20_000)
+
+  it.live("a shared pool of one connection: the emit joins the transaction instead of waiting for the connection", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      yield* Effect.gen(function*() {
+        yield* createOrders(prefix)
+        yield* placeOrder(prefix, "o-1")
+        yield* Emitter.flush
+        assert.strictEqual(server.received.stats.events, 1)
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient(1)))))
+    }))
+
+  it.live("a commit made elsewhere is delivered at its NOTIFY; with the LISTEN connection killed, polling still delivers", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      // Pending rows committed by "another process" (here: plain SQL), as one that died right after
+      // its commit would leave them; the payload is a real encoded event.
+      const commitElsewhere = (data: string, notify: boolean) =>
+        SqlClient.SqlClient.use((sql) => {
+          const event = Event.prepare({ source: "shop", type: "order.placed", data }, { emitterName: "other", maxEventBytes: 1 << 20, now: Date.now(), traceparent: undefined })
+          if (!("payload" in event)) return Effect.die(event)
+          return sql.withTransaction(Effect.gen(function*() {
+            yield* sql.unsafe(
+              `INSERT INTO ${prefix}_pending (event_id, source, type, payload, created_at) VALUES ($1, $2, $3, $4, now())`,
+              [event.eventId, event.source, event.type, event.payload]
+            )
+            if (notify) yield* sql.unsafe(`SELECT pg_notify('${prefix}_outbox', '')`)
+          })).pipe(Effect.as(event.eventId))
+        })
+      const delivered = (id: string) => Effect.sync(() => server.received.ids.has(id))
+      const listening = SqlClient.SqlClient.use((sql) =>
+        sql.unsafe<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE query LIKE $1`, [`LISTEN%${prefix}_outbox%`])
+      )
+      yield* Effect.gen(function*() {
+        // Polling every 30 s: only the NOTIFY can deliver this within 2 s.
+        yield* Effect.gen(function*() {
+          yield* waitUntil("LISTEN", 5_000, Effect.map(listening, (rows) => rows.length === 1))
+          const id = yield* commitElsewhere("notified", true)
+          yield* waitUntil("delivered at the NOTIFY", 2_000, delivered(id))
+        }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url))))
+        // Polling every second; the LISTEN connection is killed and the commit sends no NOTIFY.
+        yield* Effect.gen(function*() {
+          yield* waitUntil("LISTEN", 5_000, Effect.map(listening, (rows) => rows.length === 1))
+          const [backend] = yield* listening
+          yield* SqlClient.SqlClient.use((sql) => sql.unsafe(`SELECT pg_terminate_backend($1)`, [backend!.pid]))
+          const id = yield* commitElsewhere("polled", false)
+          yield* waitUntil("delivered by polling", 4_000, delivered(id))
+          // And the listener comes back by itself.
+          yield* waitUntil("LISTEN again", 5_000, Effect.map(listening, (rows) => rows.length === 1 && rows[0]!.pid !== backend!.pid))
+        }).pipe(Effect.provide(DurableEmitter.layerFromClient({ ...fastOptions(prefix, server.url), retransmitInterval: "1 second" })))
+        assert.strictEqual(server.received.stats.duplicates, 0)
+      }).pipe(Effect.provide(appClient()))
+    }), 30_000)
+})
