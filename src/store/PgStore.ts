@@ -38,6 +38,11 @@ export interface PgStoreClientOptions extends RotationOptions {
    * a retryable StoreError). Default 30 seconds.
    */
   readonly queryTimeout?: Duration.Input | undefined
+  /**
+   * The driver's span per SQL statement (`db.query.text` is the statement's whole text) under the
+   * Store's own spans. Default false: the Store's spans only, no SQL text in traces.
+   */
+  readonly statementSpans?: boolean | undefined
 }
 
 export interface PgStoreOptions extends PgStoreClientOptions {
@@ -86,7 +91,7 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
       })
     )
 
-  const runner = makeRunner(sql, guard)
+  const runner = makeRunner(sql, guard, options.statementSpans ?? false)
   return Store.of({
     append: makeAppend(runner, t),
     ...makeEventOperations(runner, t),
