@@ -33,6 +33,7 @@ import { Outbox } from "./Outbox.ts"
 import { Publisher } from "./Publisher.ts"
 import { Retransmitter } from "./Retransmitter.ts"
 import { Sequencer } from "./Sequencer.ts"
+import { ShutdownDeadline } from "./ShutdownDeadline.ts"
 import type { Store } from "./Store.ts"
 import type { Transport } from "./Transport.ts"
 
@@ -82,7 +83,7 @@ export const services = (options: Config.EmitterOptions, parts: ReadonlyArray<Co
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Liveness.layer),
+    Layer.provide(Layer.merge(Liveness.layer, ShutdownDeadline.layer(options.shutdownTimeoutMs))),
     Layer.provide(stopped),
     annotatedWith(options.name)
   )
@@ -107,7 +108,7 @@ export const outboxServices = (options: Config.EmitterOptions, parts: ReadonlyAr
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts), Outbox.layer(options))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Liveness.layer),
+    Layer.provide(Layer.merge(Liveness.layer, ShutdownDeadline.layer(options.shutdownTimeoutMs))),
     Layer.provide(stopped),
     annotatedWith(options.name)
   )

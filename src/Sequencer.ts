@@ -12,6 +12,7 @@ import type { EmitterOptions } from "./Config.ts"
 import { CommitFailed, EmitterClosed, EmitterOverloaded, StoreError } from "./Errors.ts"
 import { Handoff } from "./Handoff.ts"
 import * as Metrics from "./Metrics.ts"
+import { remainingOr } from "./ShutdownDeadline.ts"
 import * as TakeBatch from "./publisher/takeBatch.ts"
 import { makeBacklog } from "./sequencer/backlog.ts"
 import * as Outcome from "./sequencer/outcome.ts"
@@ -274,7 +275,7 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       yield* Queue.end(queue)
-      const drained = yield* Fiber.joinAll(committers).pipe(Effect.timeoutOption(options.shutdownTimeoutMs))
+      const drained = yield* Fiber.joinAll(committers).pipe(Effect.timeoutOption(yield* remainingOr(options.shutdownTimeoutMs)))
       if (drained._tag === "None") {
         yield* Effect.logWarning("shutdown deadline passed with commits still queued")
         yield* Effect.forEach(committers, Fiber.interrupt, { discard: true })
