@@ -28,7 +28,7 @@ export const adminClient = PgClient.layer({ url: Redacted.make(databaseUrl), max
 export const dropTables = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
     sql.unsafe(
-      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_rotation, ${prefix}_baseline, ${prefix}_sweep, ${prefix}_sweep_template`
+      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_pending, ${prefix}_migrations, ${prefix}_rotation, ${prefix}_baseline, ${prefix}_sweep, ${prefix}_sweep_template`
     ).unprepared
   ).pipe(Effect.provide(adminClient), Effect.orDie)
 

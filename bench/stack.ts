@@ -16,7 +16,7 @@ import { databaseUrl } from "./common.ts"
 
 /** The options of a run: the scenario's, then the command line's `--opt` on top. */
 export const resolveOptions = (scenario: EmitterOptionsInput, overrides: EmitterOptionsInput) =>
-  Config.resolve({ name: "durable-emitter-bench", databaseUrl, ...scenario, ...overrides })
+  Config.resolve({ name: benchName, databaseUrl, ...scenario, ...overrides })
 
 /** The Store `DurableEmitter.layerWith` builds from these options (PostgreSQL: the run sets databaseUrl). */
 export const storeLayer = (o: EmitterOptions) => optionsStoreLayer(o)
@@ -90,8 +90,11 @@ export interface InternalStats {
   readonly requestMeanMs: number
 }
 
+/** The emitter's name here: every series of the emitter carries it as `emitter`. */
+export const benchName = "durable-emitter-bench"
+
 const histogram = (metric: Metric.Metric<any, Metric.HistogramState>) =>
-  Effect.map(Metric.value(metric), (s) => ({ count: s.count, sum: s.sum }))
+  Effect.map(Metric.value(Metric.withAttributes(metric, { emitter: benchName })), (s) => ({ count: s.count, sum: s.sum }))
 
 /** Starts a window over the emitter's histograms; `end` answers the means within the window. */
 export const metricsWindow = Effect.gen(function*() {

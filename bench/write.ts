@@ -29,10 +29,10 @@ import {
   withTables
 } from "./common.ts"
 import { closedLoop, openLoop } from "./load.ts"
-import { emitterLayer, inMemoryLayer, instantTransport, metricsWindow, resolveOptions } from "./stack.ts"
+import { benchName, emitterLayer, inMemoryLayer, instantTransport, metricsWindow, resolveOptions } from "./stack.ts"
 
 /** Committed events the publisher could not take (left to the retransmitter), so far in this process. */
-const spilled = Effect.map(Metric.value(Metrics.queueFull), (state) => state.count)
+const spilled = Effect.map(Metric.value(Metric.withAttributes(Metrics.queueFull, { emitter: benchName })), (state) => state.count)
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("write")

@@ -20,7 +20,7 @@
  * delivered stay in the table for the next start.
  */
 import type { PgClient } from "@effect/sql-pg"
-import { type Config as EffectConfig, Effect, Layer, Metric, Option } from "effect"
+import { type Config as EffectConfig, Effect, Layer, Metric, Option, References } from "effect"
 import type { SqlClient } from "effect/sql"
 import * as Config from "./Config.ts"
 import { storeLayer, storeOnClientLayer, transportLayer } from "./config/layers.ts"
@@ -33,6 +33,7 @@ import { Outbox } from "./Outbox.ts"
 import { Publisher } from "./Publisher.ts"
 import { Retransmitter } from "./Retransmitter.ts"
 import { Sequencer } from "./Sequencer.ts"
+import { ShutdownDeadline } from "./ShutdownDeadline.ts"
 import type { Store } from "./Store.ts"
 import type { Transport } from "./Transport.ts"
 
@@ -82,9 +83,24 @@ export const services = (options: Config.EmitterOptions, parts: ReadonlyArray<Co
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Liveness.layer),
-    Layer.provide(stopped)
+    Layer.provide(Layer.merge(Liveness.layer, ShutdownDeadline.layer(options.shutdownTimeoutMs))),
+    Layer.provide(stopped),
+    annotatedWith(options.name)
   )
+
+/**
+ * Builds a layer (and so every fiber it forks) with `emitter: name` added to the application's
+ * metric attributes and log annotations: every series and log line of the emitter carries it.
+ */
+const annotatedWith = (name: string) => <A, E, R>(layer: Layer.Layer<A, E, R>): Layer.Layer<A, E, R> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const attributes = yield* Metric.CurrentMetricAttributes
+    const annotations = yield* References.CurrentLogAnnotations
+    return layer.pipe(Layer.provide(Layer.mergeAll(
+      Layer.succeed(Metric.CurrentMetricAttributes, { ...attributes, emitter: name }),
+      Layer.succeed(References.CurrentLogAnnotations, { ...annotations, emitter: name })
+    )))
+  }))
 
 /** The same with the transactional outbox, on the application's PgClient. */
 export const outboxServices = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.Part> = allParts) =>
@@ -92,8 +108,9 @@ export const outboxServices = (options: Config.EmitterOptions, parts: ReadonlyAr
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts), Outbox.layer(options))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Liveness.layer),
-    Layer.provide(stopped)
+    Layer.provide(Layer.merge(Liveness.layer, ShutdownDeadline.layer(options.shutdownTimeoutMs))),
+    Layer.provide(stopped),
+    annotatedWith(options.name)
   )
 
 /** Options of `layerFromClient`: the connection is the application's PgClient, so none of its settings. */
@@ -110,11 +127,17 @@ const resolveFromClient = (input: FromClientOptions) => {
 }
 
 const fromClient = (options: Config.EmitterOptions) =>
-  outboxServices(options).pipe(Layer.provideMerge(storeOnClientLayer(options)), Layer.provide(transportLayer(options)))
+  outboxServices(options).pipe(
+    Layer.provideMerge(storeOnClientLayer(options).pipe(annotatedWith(options.name))),
+    Layer.provide(transportLayer(options).pipe(annotatedWith(options.name)))
+  )
 
 /** The whole emitter from resolved options; the Store is exposed too (dead letters, inspection). */
 const fromOptions = (options: Config.EmitterOptions) =>
-  services(options).pipe(Layer.provideMerge(storeLayer(options)), Layer.provide(transportLayer(options)))
+  services(options).pipe(
+    Layer.provideMerge(storeLayer(options).pipe(annotatedWith(options.name))),
+    Layer.provide(transportLayer(options).pipe(annotatedWith(options.name)))
+  )
 
 export const DurableEmitter: {
   /** Options from the environment: DATABASE_URL, DURABLE_EMITTER_INGEST_URL, DURABLE_EMITTER_*. */

@@ -20,6 +20,7 @@ import { Outbox } from "./Outbox.ts"
 import { Publisher } from "./Publisher.ts"
 import { Sequencer } from "./Sequencer.ts"
 import type { Appended, NewEvent } from "./Store.ts"
+import * as Semconv from "./telemetry/semconv.ts"
 
 /** Proof that an event is committed. */
 export interface EmitReceipt {
@@ -113,9 +114,27 @@ export class Emitter extends Context.Service<Emitter, {
 /** W3C traceparent of a span, carried in the event so a consumer continues the trace. */
 const traceparentOf = (span: Tracer.AnySpan) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 
-const countError = (error: EmitError | TransactionalEmitError) => Metrics.count(Metrics.emitErrors, 1, { reason: error._tag })
+const emitSpanAttributes = {
+  [Semconv.ATTR_MESSAGING_SYSTEM]: Semconv.MESSAGING_SYSTEM,
+  [Semconv.ATTR_MESSAGING_OPERATION_NAME]: Semconv.OPERATION_EMIT,
+  [Semconv.ATTR_MESSAGING_OPERATION_TYPE]: Semconv.MESSAGING_OPERATION_TYPE_VALUE_CREATE
+}
 
-const failed = <E extends EmitError | TransactionalEmitError>(error: E) => Effect.andThen(countError(error), Effect.fail(error))
+/** What is known of the events once prepared: their destination, and the id of a single one. */
+const annotateEmitSpan = (span: Tracer.AnySpan, prepared: ReadonlyArray<NewEvent>) => {
+  if (span._tag !== "Span") return
+  const destination = Semconv.sharedDestination(prepared)
+  if (destination !== undefined) span.attribute(Semconv.ATTR_MESSAGING_DESTINATION_NAME, destination)
+  if (prepared.length === 1) {
+    const event = prepared[0]!
+    span.attribute(Semconv.ATTR_MESSAGING_MESSAGE_ID, event.eventId)
+    span.attribute(Semconv.ATTR_CLOUDEVENTS_EVENT_ID, event.eventId)
+    span.attribute(Semconv.ATTR_CLOUDEVENTS_EVENT_SOURCE, event.source)
+    span.attribute(Semconv.ATTR_CLOUDEVENTS_EVENT_TYPE, event.type)
+  } else {
+    span.attribute(Semconv.ATTR_MESSAGING_BATCH_MESSAGE_COUNT, prepared.length)
+  }
+}
 
 /** Validates and encodes the inputs; the first refusal names its input's index in a batch. */
 const prepareAll = (
@@ -135,6 +154,11 @@ const prepareAll = (
 }
 
 const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
+  // Emits fail in the caller's fiber, which does not carry the emitter's metric attributes.
+  const countError = (error: EmitError | TransactionalEmitError) =>
+    Metrics.count(Metrics.emitErrors, 1, { reason: error._tag, emitter: settings.name })
+  const failed = <E extends EmitError | TransactionalEmitError>(error: E) => Effect.andThen(countError(error), Effect.fail(error))
+
   const sequencer = yield* Sequencer
   const publisher = yield* Publisher
   const health = yield* Health
@@ -171,7 +195,9 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
     if (open !== "none") return failed(new TransactionOpen({ client: open }))
     const prepared = prepareAll(inputs, prepareContext(fiber))
     if (!Array.isArray(prepared)) return failed(prepared as InvalidEvent | EventTooLarge)
-    return sequencer.submit(prepared).pipe(
+    const span = Context.getOption(fiber.context, Tracer.ParentSpan)
+    if (span._tag === "Some") annotateEmitSpan(span.value, prepared)
+    return sequencer.submit(prepared, span._tag === "Some" ? span.value : undefined).pipe(
       Effect.map((appended) => receipts(prepared, appended)),
       Effect.tapError(countError)
     )
@@ -206,17 +232,24 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   /**
    * The emit span is a child of the caller's span, made only when the caller is traced (as
    * OpenTelemetry instrumentations do with `requireParentSpan`): an untraced caller gets no root
-   * span per event and pays nothing for one. The event carries the emit span as `traceparent`.
+   * span per event and pays nothing for one. It is the messaging conventions' create span,
+   * `emit {destination}`; the event carries it as `traceparent`, the commit is its child (or
+   * links to it), the publish request links to it.
    */
   const traced = <A>(
-    name: string,
     inputs: ReadonlyArray<Event.EmitInput>,
     receipts: (prepared: ReadonlyArray<NewEvent>, appended: ReadonlyArray<Appended>) => A
   ): Effect.Effect<A, EmitError> =>
     Effect.withFiber((fiber) =>
       Context.getOption(fiber.context, Tracer.ParentSpan)._tag === "None"
         ? commitOn(fiber, inputs, receipts)
-        : Effect.withSpan(Effect.withFiber((inner) => commitOn(inner, inputs, receipts)), name, { kind: "producer" })
+        : Effect.withFiber((inner) => commitOn(inner, inputs, receipts)).pipe(
+          Effect.tapError((error) => Effect.annotateCurrentSpan(Semconv.ATTR_ERROR_TYPE, error._tag)),
+          Effect.withSpan(Semconv.spanName(Semconv.OPERATION_EMIT, Semconv.sharedDestination(inputs)), {
+            kind: "producer",
+            attributes: emitSpanAttributes
+          })
+        )
     )
 
   const receiptOf = (event: NewEvent, appended: Appended): EmitReceipt => ({
@@ -227,9 +260,9 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   })
 
   const emitAll = (inputs: ReadonlyArray<Event.EmitInput>) =>
-    traced("Emitter.emitAll", inputs, (prepared, appended) => prepared.map((event, i) => receiptOf(event, appended[i]!)))
+    traced(inputs, (prepared, appended) => prepared.map((event, i) => receiptOf(event, appended[i]!)))
 
-  const emit = (input: Event.EmitInput) => traced("Emitter.emit", [input], (prepared, appended) => receiptOf(prepared[0]!, appended[0]!))
+  const emit = (input: Event.EmitInput) => traced([input], (prepared, appended) => receiptOf(prepared[0]!, appended[0]!))
 
   const inTransaction = <A>(name: string, inputs: ReadonlyArray<Event.EmitInput>, pick: (r: ReadonlyArray<TransactionalReceipt>) => A) =>
     Effect.withFiber((fiber) => writeInTransaction(fiber, inputs).pipe(Effect.map(pick), Effect.withSpan(name, { kind: "producer" })))

@@ -67,7 +67,8 @@ const make = Effect.fnUntraced(function*(options: HealthOptions) {
     yield* Metric.update(Metrics.writeQueue, yield* sequencer.queued)
     return false
   })
-  yield* Effect.forkScoped(runLoop("stats", options.statsIntervalMs, readStats))
+  // A poll: no span (the gauges are its output).
+  yield* Effect.forkScoped(runLoop("stats", options.statsIntervalMs, Effect.withTracerEnabled(readStats, false)))
 
   const report = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis

@@ -1,44 +1,64 @@
 /**
- * Every instrument of the emitter, in one place. Names follow OpenTelemetry style
- * (`durable_emitter.<area>.<what>`); durations are timers in milliseconds. They are exported by
- * whatever metrics layer the application provides (e.g. @effect/opentelemetry's NodeSdk).
- * Per-event paths update them once per batch, grouped by source and type, never once per event.
+ * Every instrument of the emitter, in one place. Where OpenTelemetry's messaging conventions have
+ * an instrument it is that one (`messaging.client.sent.messages`, `messaging.client.operation.duration`
+ * in seconds, with their attributes); the rest are `durable_emitter.<area>.<what>`. Units are UCUM,
+ * in the `unit` attribute @effect/opentelemetry exports as the instrument's unit (`s`, `ms`, `By`).
+ * Every series of the emitter's own fibers also carries `emitter` (the `name` option: see
+ * DurableEmitter.ts). They are exported by whatever metrics layer the application provides (e.g.
+ * @effect/opentelemetry's NodeSdk). Per-event paths update them once per batch, grouped by
+ * destination, never once per event.
  */
-import { type Duration, Effect, Metric } from "effect"
+import { Effect, Metric } from "effect"
+import * as Semconv from "./telemetry/semconv.ts"
 
 const sizeBoundaries = Metric.exponentialBoundaries({ start: 1, factor: 2, count: 16 })
 const byteBoundaries = Metric.exponentialBoundaries({ start: 256, factor: 4, count: 10 })
 const msBoundaries = Metric.exponentialBoundaries({ start: 0.25, factor: 2, count: 18 })
+/** The conventions' advice for messaging.client.operation.duration, seconds. */
+const secondsBoundaries = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+const ms = { unit: "ms" }
+const bytes = { unit: "By" }
+
+// the messaging conventions
+export const sentMessages = Metric.counter(Semconv.METRIC_MESSAGING_CLIENT_SENT_MESSAGES, {
+  description: "Events sent in PublishBatch requests, by destination; error.type when the ingest did not take them",
+  attributes: { unit: "{message}" },
+  incremental: true
+})
+export const operationDuration = Metric.histogram(Semconv.METRIC_MESSAGING_CLIENT_OPERATION_DURATION, {
+  description: "Duration of an emit until its commit (create) and of a PublishBatch request (send), seconds",
+  attributes: { unit: "s" },
+  boundaries: secondsBoundaries
+})
 
 // emits
 export const emits = Metric.counter("durable_emitter.emit.events", { description: "Events committed by emit, by source and type", incremental: true })
 export const emitErrors = Metric.counter("durable_emitter.emit.errors", { description: "Failed emits, by reason", incremental: true })
-export const emitLatency = Metric.timer("durable_emitter.emit.duration", { description: "Time from emit to commit, by source and type", boundaries: msBoundaries })
 
 // group commit
 export const commitBatchSize = Metric.histogram("durable_emitter.commit.batch_size", { description: "Events per commit", boundaries: sizeBoundaries })
-export const commitLatency = Metric.timer("durable_emitter.commit.duration", { description: "Duration of one commit", boundaries: msBoundaries })
+export const commitLatency = Metric.timer("durable_emitter.commit.duration", { description: "Duration of one commit", boundaries: msBoundaries, attributes: ms })
 
 // publish
 export const publishRequests = Metric.counter("durable_emitter.publish.requests", { description: "PublishBatch requests, by status", incremental: true })
 export const publishRequestEvents = Metric.histogram("durable_emitter.publish.request_events", { description: "Events per request", boundaries: sizeBoundaries })
-export const publishRequestBytes = Metric.histogram("durable_emitter.publish.request_bytes", { description: "Encoded bytes per request", boundaries: byteBoundaries })
-export const publishLatency = Metric.timer("durable_emitter.publish.duration", { description: "Duration of one PublishBatch request", boundaries: msBoundaries })
+export const publishRequestBytes = Metric.histogram("durable_emitter.publish.request_bytes", { description: "Encoded bytes per request", boundaries: byteBoundaries, attributes: bytes })
+export const publishLatency = Metric.timer("durable_emitter.publish.duration", { description: "Duration of one PublishBatch request (messaging.client.operation.duration has it by destination, in seconds)", boundaries: msBoundaries, attributes: ms })
 export const delivered = Metric.counter("durable_emitter.publish.delivered", { description: "Events acknowledged, by source and type", incremental: true })
 export const failed = Metric.counter("durable_emitter.publish.failed", { description: "Events whose send failed, by source, type and code", incremental: true })
 export const deadLettered = Metric.counter("durable_emitter.dead_letter.events", { description: "Events moved to the dead-letter table, by source, type and code", incremental: true })
 export const retries = Metric.counter("durable_emitter.publish.retries", { description: "Retried requests", incremental: true })
 export const settled = Metric.counter("durable_emitter.publish.settled", { description: "Events the publisher is done with, by outcome (Delivered, DeadLettered, GivenUp, Lapsed, Undeleted, Abandoned)", incremental: true })
-export const pushBackWaits = Metric.timer("durable_emitter.publish.push_back", { description: "Waits imposed by server push-back", boundaries: msBoundaries })
+export const pushBackWaits = Metric.timer("durable_emitter.publish.push_back", { description: "Waits imposed by server push-back", boundaries: msBoundaries, attributes: ms })
 
 // queues and table
 export const writeQueue = Metric.gauge("durable_emitter.write_queue.emits", { description: "Emits waiting for a commit (an emitAll counts once)" })
 export const publishQueue = Metric.gauge("durable_emitter.publish_queue.events", { description: "Committed events waiting to be sent" })
 export const backlog = Metric.gauge("durable_emitter.table.backlog", { description: "Rows in the events table" })
-export const oldestAge = Metric.gauge("durable_emitter.table.oldest_age_ms", { description: "Age of the oldest pending row, ms" })
-export const ttlBudget = Metric.gauge("durable_emitter.table.ttl_budget_ms", { description: "TTL minus the oldest row's age, ms" })
-export const payloadBytes = Metric.gauge("durable_emitter.table.payload_bytes", { description: "Payload bytes pending in the table" })
-export const tableBytes = Metric.gauge("durable_emitter.table.bytes", { description: "Bytes the events table takes: heap, indexes, TOAST, partitions" })
+export const oldestAge = Metric.gauge("durable_emitter.table.oldest_age_ms", { description: "Age of the oldest pending row, ms", attributes: ms })
+export const ttlBudget = Metric.gauge("durable_emitter.table.ttl_budget_ms", { description: "TTL minus the oldest row's age, ms", attributes: ms })
+export const payloadBytes = Metric.gauge("durable_emitter.table.payload_bytes", { description: "Payload bytes pending in the table", attributes: bytes })
+export const tableBytes = Metric.gauge("durable_emitter.table.bytes", { description: "Bytes the events table takes: heap, indexes, TOAST, partitions", attributes: bytes })
 export const deadTuples = Metric.gauge("durable_emitter.table.dead_tuples", { description: "Dead row versions in the events table not yet vacuumed" })
 export const deadLetters = Metric.gauge("durable_emitter.dead_letter.rows", { description: "Rows in the dead-letter table" })
 export const queueFull = Metric.counter("durable_emitter.publish_queue.left_to_retransmit", { description: "Committed events left to the retransmitter because the publish queue was full (their rows released: claimable at once)", incremental: true })
@@ -77,21 +97,53 @@ export const countByKey = (
   })
 
 /**
- * The emit-latency timer of one (source, type), built once: this is updated for every committed
- * event. Past `maxKeys` distinct pairs the cache starts over (bounded memory, not correctness).
+ * The emit duration (messaging.client.operation.duration, operation create) of one destination,
+ * in seconds, built once: this is updated for every committed event. Past `maxKeys` distinct
+ * destinations the cache starts over (bounded memory, not correctness).
  */
-const latencyTimers = new Map<string, Metric.Metric<Duration.Duration, Metric.HistogramState>>()
+const emitDurations = new Map<string, Metric.Metric<number, Metric.HistogramState>>()
 const maxKeys = 1024
-export const emitLatencyOf = (source: string, type: string) => {
-  const key = `${source}\u0000${type}`
-  let timer = latencyTimers.get(key)
-  if (timer === undefined) {
-    if (latencyTimers.size >= maxKeys) latencyTimers.clear()
-    timer = Metric.withAttributes(emitLatency, { source, type })
-    latencyTimers.set(key, timer)
+export const emitDurationOf = (source: string, type: string) => {
+  const destination = Semconv.destinationOf(source, type)
+  let histogram = emitDurations.get(destination)
+  if (histogram === undefined) {
+    if (emitDurations.size >= maxKeys) emitDurations.clear()
+    histogram = Metric.withAttributes(operationDuration, {
+      [Semconv.ATTR_MESSAGING_SYSTEM]: Semconv.MESSAGING_SYSTEM,
+      [Semconv.ATTR_MESSAGING_OPERATION_NAME]: Semconv.OPERATION_EMIT,
+      [Semconv.ATTR_MESSAGING_OPERATION_TYPE]: Semconv.MESSAGING_OPERATION_TYPE_VALUE_CREATE,
+      [Semconv.ATTR_MESSAGING_DESTINATION_NAME]: destination
+    })
+    emitDurations.set(destination, histogram)
   }
-  return timer
+  return histogram
 }
+
+/** The attributes of a PublishBatch request's series: its destination when its events share one, error.type when it failed. */
+export const sendAttributes = (destination: string | undefined, errorType: string | undefined): Metric.Metric.Attributes => {
+  const attributes: Record<string, string> = {
+    [Semconv.ATTR_MESSAGING_SYSTEM]: Semconv.MESSAGING_SYSTEM,
+    [Semconv.ATTR_MESSAGING_OPERATION_NAME]: Semconv.OPERATION_SEND,
+    [Semconv.ATTR_MESSAGING_OPERATION_TYPE]: Semconv.MESSAGING_OPERATION_TYPE_VALUE_SEND
+  }
+  if (destination !== undefined) attributes[Semconv.ATTR_MESSAGING_DESTINATION_NAME] = destination
+  if (errorType !== undefined) attributes[Semconv.ATTR_ERROR_TYPE] = errorType
+  return attributes
+}
+
+/** Counts sent events per destination (messaging.client.sent.messages), error.type for those the ingest did not take. */
+export const countSent = (
+  events: ReadonlyArray<{ readonly source: string; readonly type: string }>,
+  errorType: string | undefined
+): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const counts = new Map<string, number>()
+    for (const e of events) {
+      const destination = Semconv.destinationOf(e.source, e.type)
+      counts.set(destination, (counts.get(destination) ?? 0) + 1)
+    }
+    return Effect.forEach(counts, ([destination, n]) => count(sentMessages, n, sendAttributes(destination, errorType)), { discard: true })
+  })
 
 /** Records one commit: its size and its duration. */
 export const trackCommit = (events: number) => <A, E, R>(self: Effect.Effect<A, E, R>) =>

@@ -20,6 +20,7 @@ import { Context, Effect, FiberSet, Layer, Queue, Semaphore } from "effect"
 import { type EmitterOptions, leaseSlack } from "./Config.ts"
 import { seqnumReserve } from "./Event.ts"
 import { Handoff } from "./Handoff.ts"
+import { remainingOr } from "./ShutdownDeadline.ts"
 import * as Acks from "./publisher/Acks.ts"
 import * as Barrier from "./publisher/Barrier.ts"
 import * as FailureEpisode from "./publisher/FailureEpisode.ts"
@@ -186,7 +187,7 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       accepting = false
-      const done = yield* barrier.flush.pipe(Effect.timeoutOption(options.shutdownTimeoutMs))
+      const done = yield* barrier.flush.pipe(Effect.timeoutOption(yield* remainingOr(options.shutdownTimeoutMs)))
       if (done._tag === "None") {
         yield* Effect.logWarning("shutdown deadline passed; undelivered rows stay in the table", { pending: barrier.pending() })
       }

@@ -4,7 +4,8 @@
  * due: a backlog drains at full speed, not one page per tick. Rows whose payload cannot be decoded
  * are dead-lettered instead of retried forever. The expiry loop removes rows past their TTL in
  * bounded batches (dead-lettering them by default). Both repeat on Liveness's loop Schedule, which
- * also reports them to health. With `retransmit: false` neither loop runs.
+ * also reports them to health. With `retransmit: false` neither loop runs. They make a span only
+ * for a tick that did something (rows claimed, rows expired): see telemetry/workSpan.ts.
  */
 import { Clock, Context, Effect, Layer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
@@ -13,6 +14,8 @@ import { type Liveness, runLoop } from "./Liveness.ts"
 import * as Metrics from "./Metrics.ts"
 import { Publisher } from "./Publisher.ts"
 import { Store, type StoredEvent } from "./Store.ts"
+import * as Semconv from "./telemetry/semconv.ts"
+import { spanIfWorked } from "./telemetry/workSpan.ts"
 
 export type RetransmitterOptions = Pick<
   EmitterOptions,
@@ -31,16 +34,31 @@ const undecodable = (row: StoredEvent): string | undefined => {
 
 const retransmitTick = (options: RetransmitterOptions) =>
   Effect.gen(function*() {
-    const store = yield* Store
     const publisher = yield* Publisher
     // Claim only what the publisher can take now: a claimed row's lease runs while it waits. While
     // the queue stays full (ingest down) the tick ends after an interval, so the loop still reports
     // itself alive, and comes straight back.
     const room = yield* publisher.awaitRoom(options.claimBatchSize).pipe(Effect.timeoutOption(options.retransmitIntervalMs))
     if (room._tag === "None") return true
+    const claimed = yield* claimAndFeed(options).pipe(
+      spanIfWorked("Retransmitter.claim", ({ claimed, poison }) =>
+        claimed === 0 ? undefined : {
+          [Semconv.ATTR_MESSAGING_SYSTEM]: Semconv.MESSAGING_SYSTEM,
+          [Semconv.ATTR_MESSAGING_BATCH_MESSAGE_COUNT]: claimed,
+          "retransmit.dead_lettered": poison
+        })
+    )
+    return claimed.claimed > 0
+  }).pipe(Effect.withTracerEnabled(false))
+
+/** Claims due rows, dead-letters the undecodable, feeds the rest to the publisher; answers how many. */
+const claimAndFeed = (options: RetransmitterOptions) =>
+  Effect.gen(function*() {
+    const store = yield* Store
+    const publisher = yield* Publisher
     const now = yield* Clock.currentTimeMillis
     const rows = yield* store.claim({ now, limit: options.claimBatchSize, leaseBaseMs: options.leaseBaseMs, leaseMaxMs: options.leaseMaxMs })
-    if (rows.length === 0) return false
+    if (rows.length === 0) return { claimed: 0, poison: 0 }
     const poison = rows.flatMap((row) => {
       const reason = undecodable(row)
       return reason === undefined ? [] : [{ row, reason }]
@@ -55,7 +73,7 @@ const retransmitTick = (options: RetransmitterOptions) =>
     // Bounded like the wait for room: what the queue did not take in time comes due again when
     // its lease ends (the publisher never sends a row past its lease, so nothing goes out twice).
     yield* publisher.submit(good).pipe(Effect.timeoutOption(options.retransmitIntervalMs))
-    return true
+    return { claimed: rows.length, poison: poison.length }
   })
 
 const expiryTick = (options: RetransmitterOptions) =>
@@ -64,7 +82,10 @@ const expiryTick = (options: RetransmitterOptions) =>
     const now = yield* Clock.currentTimeMillis
     const counts = yield* store.expire({
       olderThan: now - options.ttlMs, limit: options.expiryBatchSize, deadLetter: options.deadLetterExpired, now
-    })
+    }).pipe(spanIfWorked("Retransmitter.expire", (counts) => {
+      const total = counts.reduce((sum, c) => sum + c.count, 0)
+      return total === 0 ? undefined : { "expiry.rows": total, "expiry.dead_lettered": options.deadLetterExpired }
+    }))
     let total = 0
     for (const { count, source, type } of counts) {
       total += count
@@ -76,7 +97,7 @@ const expiryTick = (options: RetransmitterOptions) =>
       })
     }
     return total >= options.expiryBatchSize
-  })
+  }).pipe(Effect.withTracerEnabled(false))
 
 export class Retransmitter extends Context.Service<Retransmitter, {
   /** Whether this process runs the retransmit and expiry loops (`retransmit` option). */

@@ -7,15 +7,17 @@
  * event's data is split until that event fails alone; a commit whose outcome is unknown is
  * resolved by looking its events up. Committed events go to the Handoff without waiting.
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Queue, Semaphore } from "effect"
+import { Cause, Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Queue, Semaphore, Tracer } from "effect"
 import type { EmitterOptions } from "./Config.ts"
 import { CommitFailed, EmitterClosed, EmitterOverloaded, StoreError } from "./Errors.ts"
 import { Handoff } from "./Handoff.ts"
 import * as Metrics from "./Metrics.ts"
+import { remainingOr } from "./ShutdownDeadline.ts"
 import * as TakeBatch from "./publisher/takeBatch.ts"
 import { makeBacklog } from "./sequencer/backlog.ts"
 import * as Outcome from "./sequencer/outcome.ts"
 import { type Appended, type NewEvent, Store, type StoredEvent } from "./Store.ts"
+import * as Semconv from "./telemetry/semconv.ts"
 
 export type SequencerOptions = Pick<
   EmitterOptions,
@@ -29,6 +31,8 @@ export type SubmitError = EmitterOverloaded | EmitterClosed | CommitFailed
 interface Pending {
   readonly events: ReadonlyArray<NewEvent>
   readonly done: Deferred.Deferred<ReadonlyArray<Appended>, CommitFailed>
+  /** The caller's emit span when it is traced: the commit is its child, or links to it. */
+  readonly span: Tracer.AnySpan | undefined
   /** Clock time of the submit: emit latency is measured from it. */
   readonly submittedAt: number
   /** Until then the group may wait in the queue; later it could not commit within commitTimeout. */
@@ -41,7 +45,7 @@ interface Pending {
 
 export class Sequencer extends Context.Service<Sequencer, {
   /** Commits the events in one transaction and answers what the store assigned, in input order. */
-  readonly submit: (events: ReadonlyArray<NewEvent>) => Effect.Effect<ReadonlyArray<Appended>, SubmitError>
+  readonly submit: (events: ReadonlyArray<NewEvent>, span?: Tracer.AnySpan) => Effect.Effect<ReadonlyArray<Appended>, SubmitError>
   /** Emits waiting for a commit (an emitAll counts once), as `writeQueueCapacity` counts them. */
   readonly queued: Effect.Effect<number>
 }>()("durable-emitter/Sequencer") {
@@ -93,6 +97,7 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       const leaseUntil = now + options.firstLeaseMs
       const exit = yield* store.append(events, { now, nextAttemptAt: leaseUntil }).pipe(
         Effect.timeout(budget),
+        tracedCommit(group, events.length),
         Metrics.trackCommit(events.length),
         Effect.exit
       )
@@ -195,19 +200,19 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       const committedAt = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
       const context = fiber.context
       let at = 0
-      let timer: ReturnType<typeof Metrics.emitLatencyOf> | undefined
+      let histogram: ReturnType<typeof Metrics.emitDurationOf> | undefined
       let source = ""
       let type = ""
       for (const p of batch) {
         Deferred.doneUnsafe(p.done, Exit.succeed(p.events.length === appended.length ? appended : appended.slice(at, at + p.events.length)))
-        const latency = Duration.millis(committedAt - p.submittedAt)
+        const seconds = (committedAt - p.submittedAt) / 1000
         for (const e of p.events) {
-          if (timer === undefined || e.source !== source || e.type !== type) {
-            timer = Metrics.emitLatencyOf(e.source, e.type)
+          if (histogram === undefined || e.source !== source || e.type !== type) {
+            histogram = Metrics.emitDurationOf(e.source, e.type)
             source = e.source
             type = e.type
           }
-          timer.updateUnsafe(latency, context)
+          histogram.updateUnsafe(seconds, context)
         }
         at += p.events.length
       }
@@ -227,9 +232,10 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
     }
   }).pipe(Effect.catchIf(Cause.isDone, () => Effect.void))
 
+  // Committers run untraced: a commit makes a span only for traced emits (see tracedCommit).
   const committers = yield* Effect.forEach(
     Array.from({ length: options.writeConcurrency }),
-    () => Effect.forkScoped(committer),
+    () => Effect.forkScoped(Effect.withTracerEnabled(committer, false)),
     { concurrency: "unbounded" }
   )
 
@@ -269,7 +275,7 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       yield* Queue.end(queue)
-      const drained = yield* Fiber.joinAll(committers).pipe(Effect.timeoutOption(options.shutdownTimeoutMs))
+      const drained = yield* Fiber.joinAll(committers).pipe(Effect.timeoutOption(yield* remainingOr(options.shutdownTimeoutMs)))
       if (drained._tag === "None") {
         yield* Effect.logWarning("shutdown deadline passed with commits still queued")
         yield* Effect.forEach(committers, Fiber.interrupt, { discard: true })
@@ -306,12 +312,12 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
       )
     )
 
-  const submit = (events: ReadonlyArray<NewEvent>): Effect.Effect<ReadonlyArray<Appended>, SubmitError> =>
+  const submit = (events: ReadonlyArray<NewEvent>, span?: Tracer.AnySpan): Effect.Effect<ReadonlyArray<Appended>, SubmitError> =>
     events.length === 0 ? Effect.succeed([]) : Effect.withFiber((fiber) => {
       const done = Deferred.makeUnsafe<ReadonlyArray<Appended>, CommitFailed>()
       const submittedAt = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
       const pending: Pending = {
-        events, done, submittedAt, refuseAt: submittedAt + queueBudgetMs, deadline: submittedAt + options.commitTimeoutMs, taken: false
+        events, done, span, submittedAt, refuseAt: submittedAt + queueBudgetMs, deadline: submittedAt + options.commitTimeoutMs, taken: false
       }
       // No timer per emit: the watchdog refuses what waited too long in the queue, each commit is
       // bounded by the commit budget, and shutdown fails what is stranded.
@@ -324,6 +330,27 @@ const make = Effect.fnUntraced(function*(options: SequencerOptions) {
 
   return Sequencer.of({ submit, queued: Effect.sync(() => Queue.sizeUnsafe(queue)) })
 })
+
+/**
+ * The commit's span, made only when an emit of the batch is traced: the child of a lone traced
+ * emit, else a span linked to the traced emits of the batch (as the messaging conventions do for
+ * batches). Committers run with the tracer off, so an untraced batch makes no span (nor do the
+ * store's and the driver's spans under it), and costs nothing for it.
+ */
+const maxCommitLinks = 32
+const tracedCommit = (group: ReadonlyArray<Pending>, events: number) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  let first: Tracer.AnySpan | undefined
+  let links: Array<Tracer.SpanLink> | undefined
+  for (const p of group) {
+    if (p.span === undefined) continue
+    if (first === undefined) first = p.span
+    else if ((links ??= [{ span: first, attributes: {} }]).length < maxCommitLinks) links.push({ span: p.span, attributes: {} })
+  }
+  if (first === undefined) return self
+  const attributes = { [Semconv.ATTR_MESSAGING_BATCH_MESSAGE_COUNT]: events }
+  const options: Tracer.SpanOptions = links === undefined ? { parent: first, attributes } : { root: true, links, attributes }
+  return self.pipe(Effect.withSpan("Sequencer.commit", options), Effect.withTracerEnabled(true))
+}
 
 /** Between lookups of an unknown outcome while the database does not answer. */
 const lookupRetryMs = 200

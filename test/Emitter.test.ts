@@ -48,7 +48,7 @@ describe("Emitter", () => {
       const all = yield* Effect.flip(Emitter.emitAll([{ source: "s", type: "t" }, { source: "s", type: "t", extensions: { BAD: 1 } }]))
       assert.strictEqual((all as InvalidEvent).field, "[1].extensions.BAD")
       assert.strictEqual(yield* backlog, 0)
-      const errors = yield* Metric.value(Metric.withAttributes(Metrics.emitErrors, { reason: "InvalidEvent" }))
+      const errors = yield* Metric.value(Metric.withAttributes(Metrics.emitErrors, { reason: "InvalidEvent", emitter: "durable-emitter" }))
       assert.isAtLeast(errors.count, 2)
     }).pipe(Effect.provide(TestLayer)))
 
@@ -140,9 +140,9 @@ describe("Emitter", () => {
 
   it.effect("counts committed events per source and type", () =>
     Effect.gen(function*() {
-      const before = (yield* Metric.value(Metric.withAttributes(Metrics.emits, { source: "metered", type: "t" }))).count
+      const before = (yield* Metric.value(Metric.withAttributes(Metrics.emits, { source: "metered", type: "t", emitter: "durable-emitter" }))).count
       yield* Effect.forEach([1, 2, 3], () => Emitter.emit({ source: "metered", type: "t" }))
-      const after = (yield* Metric.value(Metric.withAttributes(Metrics.emits, { source: "metered", type: "t" }))).count
+      const after = (yield* Metric.value(Metric.withAttributes(Metrics.emits, { source: "metered", type: "t", emitter: "durable-emitter" }))).count
       assert.strictEqual(after - before, 3)
     }).pipe(Effect.provide(TestLayer)))
 })

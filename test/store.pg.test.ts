@@ -265,6 +265,7 @@ describe("PgStore across processes", () => {
         "events_1",
         "events_2",
         "migrations",
+        "pending",
         "rotation",
         "sequences"
       ])

@@ -4,9 +4,10 @@
  * the refused, bisect, give up, or retry what is retryable after the delay the retry Schedule
  * gives (or give up once the Schedule ends).
  */
-import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule, Tracer } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule } from "effect"
 import * as Metrics from "../Metrics.ts"
 import type { Store } from "../Store.ts"
+import { recordSend, sendSpan } from "../telemetry/sendTelemetry.ts"
 import { batchRequestBytes } from "../transport/rawBatch.ts"
 import type { EventResult, Transport, TransportError } from "../Transport.ts"
 import type { Acks } from "./Acks.ts"
@@ -36,20 +37,25 @@ export interface SenderContext {
 }
 
 export const makeSend = (ctx: SenderContext) => {
-  /** One request, in its own span linked to the emit spans. */
-  const request = (items: ReadonlyArray<Item>, attempt: number): Effect.Effect<RequestResult> =>
-    Effect.gen(function*() {
+  /** One request, in its own span (`send {destination}`) linked to the emit spans. */
+  const request = (items: ReadonlyArray<Item>, attempt: number): Effect.Effect<RequestResult> => {
+    const events = items.map((i) => i.event)
+    const span = sendSpan(events)
+    return Effect.gen(function*() {
       const wire = items.map(wireOf)
       const bytes = batchRequestBytes(wire)
-      yield* Effect.annotateCurrentSpan({ "publish.events": wire.length, "publish.bytes": bytes, "publish.attempt": attempt })
+      yield* Effect.annotateCurrentSpan({ "publish.bytes": bytes, "publish.attempt": attempt })
       yield* Metric.update(Metrics.publishRequestEvents, wire.length)
       yield* Metric.update(Metrics.publishRequestBytes, bytes)
+      const started = yield* Clock.currentTimeMillis
       const exit = yield* ctx.transport.publishBatch(wire, attempt > 1 ? { previousAttempts: attempt - 1 } : undefined).pipe(Effect.trackDuration(Metrics.publishLatency), Effect.exit)
+      yield* recordSend(events, exit, ((yield* Clock.currentTimeMillis) - started) / 1000)
       const status = requestStatus(exit)
       yield* Metrics.count(Metrics.publishRequests, 1, { status })
       yield* Effect.annotateCurrentSpan("publish.status", status)
       return yield* resultOf(items, exit)
-    }).pipe(Effect.withSpan("Publisher.publishBatch", { links: emitLinks(items), kind: "client" }))
+    }).pipe(Effect.withSpan(span.name, span.options))
+  }
 
   /** Records the request's end for health and metrics; answers it as data for `decide`. */
   const resultOf = (items: ReadonlyArray<Item>, exit: Exit.Exit<ReadonlyArray<EventResult>, TransportError>): Effect.Effect<RequestResult> => {
@@ -144,22 +150,6 @@ export const makeSend = (ctx: SenderContext) => {
     })
 
   return send
-}
-
-/** Links from a delivery span to the emit spans of its events (a bounded number of them). */
-const maxLinks = 32
-const emitLinks = (items: ReadonlyArray<Item>): Array<Tracer.SpanLink> => {
-  const links: Array<Tracer.SpanLink> = []
-  for (const { event } of items) {
-    if (links.length >= maxLinks) break
-    const parts = event.traceparent?.split("-")
-    if (parts === undefined || parts.length !== 4) continue
-    links.push({
-      span: Tracer.externalSpan({ traceId: parts[1]!, spanId: parts[2]!, sampled: parts[3] === "01" }),
-      attributes: { "cloudevents.event_id": event.eventId }
-    })
-  }
-  return links
 }
 
 const requestStatus = (exit: Exit.Exit<unknown, TransportError>) => {

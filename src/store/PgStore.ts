@@ -15,7 +15,7 @@
  * (exact to the microsecond) and read back as `extract(epoch) * 1000`, so they round-trip exactly.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { InvalidConfig, StoreError } from "../Errors.ts"
@@ -38,6 +38,11 @@ export interface PgStoreClientOptions extends RotationOptions {
    * a retryable StoreError). Default 30 seconds.
    */
   readonly queryTimeout?: Duration.Input | undefined
+  /**
+   * The driver's span per SQL statement (`db.query.text` is the statement's whole text) under the
+   * Store's own spans. Default false: the Store's spans only, no SQL text in traces.
+   */
+  readonly statementSpans?: boolean | undefined
 }
 
 export interface PgStoreOptions extends PgStoreClientOptions {
@@ -71,7 +76,7 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
   // says more than ours.
   const clientTimeout = options.serverTimeout ? Duration.sum(queryTimeout, Duration.seconds(1)) : queryTimeout
   const guard = (operation: string) => <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, StoreError> =>
-    effect.pipe(
+    detached(effect).pipe(
       Effect.mapError(toStoreError(operation)),
       Effect.timeoutOrElse({
         duration: clientTimeout,
@@ -86,7 +91,7 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
       })
     )
 
-  const runner = makeRunner(sql, guard)
+  const runner = makeRunner(sql, guard, options.statementSpans ?? false)
   return Store.of({
     append: makeAppend(runner, t),
     ...makeEventOperations(runner, t),
@@ -94,6 +99,40 @@ export const make = Effect.fnUntraced(function*(options: PgStoreClientOptions & 
     ...makeStatsOperations(runner, t)
   })
 })
+
+/**
+ * Runs a driver call in a fiber of its own, so that interrupting the caller (this guard's timeout,
+ * the Sequencer's commit budget, shutdown) returns at once. sql-pg answers an interruption by
+ * draining the connection, for up to 5 s when the server does not answer (a hung or partitioned
+ * database): without this, an emit waited that long past commitTimeout, and shutdown 5 s past
+ * shutdownTimeout. The driver's drain goes on in the background and ends the connection.
+ */
+const detached = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.forkDetach(effect), (fiber) =>
+      restore(Fiber.join(fiber)).pipe(
+        Effect.onInterrupt(() => Effect.asVoid(Effect.forkDetach(Fiber.interrupt(fiber))))
+      ))
+  )
+
+/**
+ * `layer`, whose release waits at most `within` for the layer's own finalizers and lets them
+ * finish in the background. The pool's close waits for every connection to come back, and one
+ * whose statement was abandoned (see `detached`) comes back only when sql-pg's drain gives up,
+ * 5 s later when the database does not answer: shutdown must not wait for that.
+ */
+const releasedWithin = <ROut, E>(layer: Layer.Layer<ROut, E>, within: Duration.Input): Layer.Layer<ROut, E> =>
+  Layer.effectContext(Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(layer, scope).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    yield* Effect.addFinalizer((exit) =>
+      Effect.flatMap(Effect.forkDetach(Scope.close(scope, exit)), (fiber) => Effect.asVoid(Effect.timeoutOption(Fiber.await(fiber), within)))
+    )
+    return context
+  }))
+
+/** How long closing the Store waits for its pool; what is left closes in the background. */
+const poolCloseWait = Duration.seconds(1)
 
 const durationOption = (option: string, input: Duration.Input | undefined, fallback: Duration.Duration) => {
   if (input === undefined) return Effect.succeed(fallback)
@@ -136,7 +175,7 @@ export const layer = (options: PgStoreOptions): Layer.Layer<Store, InvalidConfig
       }
     })
     return Layer.effect(Store, make({ ...options, serverTimeout: true })).pipe(
-      Layer.provide(client),
+      Layer.provide(releasedWithin(client, poolCloseWait)),
       Layer.catchTag("SqlError", (error) => Layer.effect(Store, Effect.fail(toStoreError("connect")(error))))
     )
   }))

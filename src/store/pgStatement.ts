@@ -77,17 +77,27 @@ export interface Runner {
   readonly runText: (operation: string, text: string, params?: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<Row>, StoreError>
 }
 
+/**
+ * The driver makes a span per statement carrying its whole text (`db.query.text`), and no option
+ * of effect/sql or sql-pg leaves the text out (it is written after the client's `spanAttributes`).
+ * So unless `statementSpans` is set the driver runs with the tracer off: the Store's own spans
+ * (`PgStore.append`, …) remain, without children holding SQL text.
+ */
 export const makeRunner = (
   sql: SqlClient.SqlClient,
-  guard: (operation: string) => <A>(effect: Effect.Effect<A, SqlError>) => Effect.Effect<A, StoreError>
-): Runner => ({
-  run: (statement, input) =>
-    sql.unsafe(statement.text, statement.bind(input)).values.pipe(
-      guard(statement.operation),
-      Effect.map((rows) => rows.map(statement.decode))
-    ),
-  runText: (operation, text, params) => sql.unsafe(text, params).values.pipe(guard(operation))
-})
+  guard: (operation: string) => <A>(effect: Effect.Effect<A, SqlError>) => Effect.Effect<A, StoreError>,
+  statementSpans = false
+): Runner => {
+  const traced = <A>(effect: Effect.Effect<A, SqlError>) => statementSpans ? effect : Effect.withTracerEnabled(effect, false)
+  return {
+    run: (statement, input) =>
+      traced(sql.unsafe(statement.text, statement.bind(input)).values).pipe(
+        guard(statement.operation),
+        Effect.map((rows) => rows.map(statement.decode))
+      ),
+    runText: (operation, text, params) => traced(sql.unsafe(text, params).values).pipe(guard(operation))
+  }
+}
 
 /** Epoch milliseconds (a parameter) as a timestamptz, exact to the microsecond. */
 export const ts = (param: string) => `to_timestamp(${param}::float8 / 1000)`
