@@ -154,8 +154,18 @@ export class Store extends Context.Service<Store, {
   readonly delete: (rowIds: ReadonlyArray<bigint>) => Effect.Effect<number, StoreError>
   /** Claims due rows (next_attempt_at <= now) with FOR UPDATE SKIP LOCKED, oldest first, and leases them. */
   readonly claim: (options: ClaimOptions) => Effect.Effect<ReadonlyArray<StoredEvent>, StoreError>
-  /** Pushes the next attempt of rows back to `nextAttemptAt` (e.g. after a retryable failure). */
-  readonly reschedule: (rowIds: ReadonlyArray<bigint>, nextAttemptAt: number, error: string) => Effect.Effect<void, StoreError>
+  /**
+   * Moves the next attempt of rows to `nextAttemptAt` (the publisher releases the rows its full
+   * queue refused: due now). Only rows claimed at most `maxAttempts` times are touched: a row a
+   * retransmitter has claimed since keeps the claimer's lease, so a late release can never make a
+   * row that is being sent due again (a second sender, a duplicate).
+   */
+  readonly reschedule: (
+    rowIds: ReadonlyArray<bigint>,
+    nextAttemptAt: number,
+    error: string,
+    maxAttempts: number
+  ) => Effect.Effect<void, StoreError>
   /** Expires at most `limit` rows older than `olderThan`. Call again until it returns nothing. */
   readonly expire: (options: ExpireOptions) => Effect.Effect<ReadonlyArray<ExpiredCount>, StoreError>
   /** Moves rows to the dead-letter table with their code and reason, atomically. Returns how many moved. */

@@ -227,14 +227,25 @@ export const storeContract = <R>(it: Vitest.MethodsNonLive<R>, makeStore: Layer.
     test("reschedule moves the next attempt and leaves other rows alone", (store) =>
       Effect.gen(function*() {
         const rows = yield* store.append([newEvent("a", "x"), newEvent("a", "x")], { now: T0, nextAttemptAt: T0 })
-        yield* store.reschedule([rows[0]!.rowId, 999_999n], T0 + 5000, "unavailable")
-        yield* store.reschedule([], T0 + 5000, "nothing")
+        yield* store.reschedule([rows[0]!.rowId, 999_999n], T0 + 5000, "unavailable", 0)
+        yield* store.reschedule([], T0 + 5000, "nothing", 0)
         const now = yield* store.claim({ now: T0, limit: 10, leaseBaseMs: 60_000, leaseMaxMs: 60_000 })
         assert.deepStrictEqual(now.map((r) => r.rowId), [rows[1]!.rowId])
         assert.deepStrictEqual(yield* store.claim({ now: T0 + 4999, limit: 10, leaseBaseMs: 60_000, leaseMaxMs: 60_000 }), [])
         const later = yield* store.claim({ now: T0 + 5000, limit: 10, leaseBaseMs: 60_000, leaseMaxMs: 60_000 })
         assert.deepStrictEqual(later.map((r) => r.rowId), [rows[0]!.rowId])
         assert.strictEqual(later[0]!.attempts, 1)
+      }))
+
+    test("reschedule leaves a row claimed more often than maxAttempts with its claimer's lease", (store) =>
+      Effect.gen(function*() {
+        const [row] = yield* store.append([newEvent("a", "x")], { now: T0, nextAttemptAt: T0 })
+        const [claimed] = yield* store.claim({ now: T0, limit: 10, leaseBaseMs: 60_000, leaseMaxMs: 60_000 })
+        assert.strictEqual(claimed!.rowId, row!.rowId)
+        // A late release of the fast path's row (never claimed) must not make it due again.
+        yield* store.reschedule([row!.rowId], T0, "publish queue full", 0)
+        assert.deepStrictEqual(yield* store.claim({ now: T0 + 1, limit: 10, leaseBaseMs: 60_000, leaseMaxMs: 60_000 }), [])
+        assert.strictEqual((yield* store.claim({ now: T0 + 60_000, limit: 10, leaseBaseMs: 60_000, leaseMaxMs: 60_000 })).length, 1)
       }))
   })
 

@@ -156,7 +156,7 @@ const churn = (prefix: string, options: ChurnOptions) =>
             else acks.push(row.rowId)
           })
           appended += rows.length
-          yield* store.reschedule(due, T0, "due")
+          yield* store.reschedule(due, T0, "due", 0)
           const acked = yield* store.delete(acks)
           deleted += acked
         }

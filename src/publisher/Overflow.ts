@@ -34,6 +34,13 @@ interface Episode {
   unreleased: number
 }
 
+/**
+ * The claims a refused row has had: none. It came from the fast path (the Sequencer, the outbox's
+ * promoter); a row claimed since it was refused (its first lease ran out while the release waited)
+ * belongs to that claimer, and releasing it would let a second sender take it.
+ */
+const fastPathAttempts = 0
+
 /** How many overflowed row ids wait for release at most (ids only: a few MB at most). */
 const releaseCapacity = (options: OverflowOptions) => Math.max(10_000, options.publishQueueCapacity * 4)
 
@@ -47,7 +54,7 @@ export const make = (options: OverflowOptions, store: Store["Service"]): Effect.
     const release = (ids: ReadonlyArray<bigint>) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const released = yield* storeWrite("release overflowed rows", store.reschedule(ids, now, "publish queue full"))
+        const released = yield* storeWrite("release overflowed rows", store.reschedule(ids, now, "publish queue full", fastPathAttempts))
         if (!released) yield* Metric.update(Metrics.overflowUnreleased, ids.length)
       })
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(TakeBatch.take(releases, limits), (batch) => release(batch.items))))

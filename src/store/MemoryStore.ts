@@ -131,11 +131,11 @@ export const make: Effect.Effect<Store["Service"]> = Effect.sync(() => {
       return due.map(toStored)
     }).pipe(Effect.withSpan("MemoryStore.claim"))
 
-  const reschedule = (rowIds: ReadonlyArray<bigint>, nextAttemptAt: number, error: string) =>
+  const reschedule = (rowIds: ReadonlyArray<bigint>, nextAttemptAt: number, error: string, maxAttempts: number) =>
     Effect.sync(() => {
       for (const rowId of rowIds) {
         const row = rows.get(rowId)
-        if (row !== undefined) {
+        if (row !== undefined && row.attempts <= maxAttempts) {
           row.nextAttemptAt = nextAttemptAt
           row.lastError = error
         }

@@ -75,13 +75,17 @@ const statements = (t: Tables) => ({
 
   reschedule: statement({
     operation: "reschedule",
-    params: ["ids", "nextAttemptAt", "error"],
+    params: ["ids", "nextAttemptAt", "error", "maxAttempts"],
     columns: {},
     text: (p) => `
       UPDATE ${t.events} SET next_attempt_at = ${ts(p.nextAttemptAt)}, last_error = ${p.error}
-      WHERE id = ANY(${p.ids}::int8[])`,
-    bind: (input: { readonly ids: ReadonlyArray<bigint>; readonly nextAttemptAt: number; readonly error: string }) =>
-      input,
+      WHERE id = ANY(${p.ids}::int8[]) AND attempts <= ${p.maxAttempts}`,
+    bind: (input: {
+      readonly ids: ReadonlyArray<bigint>
+      readonly nextAttemptAt: number
+      readonly error: string
+      readonly maxAttempts: number
+    }) => input,
     decode: () => undefined
   }),
 
@@ -153,10 +157,11 @@ export const makeEventOperations = (runner: Runner, t: Tables) => {
     reschedule: Effect.fn("PgStore.reschedule")(function*(
       rowIds: ReadonlyArray<bigint>,
       nextAttemptAt: number,
-      error: string
+      error: string,
+      maxAttempts: number
     ) {
       if (rowIds.length === 0) return
-      yield* runner.run(s.reschedule, { ids: rowIds, nextAttemptAt, error })
+      yield* runner.run(s.reschedule, { ids: rowIds, nextAttemptAt, error, maxAttempts })
     }),
     expire: Effect.fn("PgStore.expire")(function*(options: ExpireOptions) {
       if (options.limit <= 0) return []
