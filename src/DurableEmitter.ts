@@ -78,12 +78,16 @@ const stopped = Layer.effectDiscard(Effect.addFinalizer(() => Effect.logInfo("du
  * Everything but the Store and the Transport, from resolved options. `parts` are the parts the
  * whole emitter is built with, for the start line and the gauge (the benchmark passes all).
  */
-export const services = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.Part> = allParts) =>
+export const services = (
+  options: Config.EmitterOptions,
+  parts: ReadonlyArray<Config.Part> = allParts,
+  deadline: Layer.Layer<ShutdownDeadline> = ShutdownDeadline.layer(options.shutdownTimeoutMs)
+) =>
   Emitter.layer(options).pipe(
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Layer.merge(Liveness.layer, ShutdownDeadline.layer(options.shutdownTimeoutMs))),
+    Layer.provide(Layer.merge(Liveness.layer, deadline)),
     Layer.provide(stopped),
     annotatedWith(options.name)
   )
@@ -103,12 +107,16 @@ const annotatedWith = (name: string) => <A, E, R>(layer: Layer.Layer<A, E, R>): 
   }))
 
 /** The same with the transactional outbox, on the application's PgClient. */
-export const outboxServices = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.Part> = allParts) =>
+export const outboxServices = (
+  options: Config.EmitterOptions,
+  parts: ReadonlyArray<Config.Part> = allParts,
+  deadline: Layer.Layer<ShutdownDeadline> = ShutdownDeadline.layer(options.shutdownTimeoutMs)
+) =>
   Emitter.layer(options).pipe(
     Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts), Outbox.layer(options))),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Layer.merge(Liveness.layer, ShutdownDeadline.layer(options.shutdownTimeoutMs))),
+    Layer.provide(Layer.merge(Liveness.layer, deadline)),
     Layer.provide(stopped),
     annotatedWith(options.name)
   )
@@ -126,16 +134,17 @@ const resolveFromClient = (input: FromClientOptions) => {
     : Effect.fail(new InvalidConfig({ option: owned, rule: "is not used here: the connection is your PgClient's (configure it there)" }))
 }
 
-const fromClient = (options: Config.EmitterOptions) =>
-  outboxServices(options).pipe(
-    Layer.provideMerge(storeOnClientLayer(options).pipe(annotatedWith(options.name))),
+// One shutdown deadline for the services and the Store (its pool's close waits only what is left).
+const fromClient = (options: Config.EmitterOptions, deadline = ShutdownDeadline.layer(options.shutdownTimeoutMs)) =>
+  outboxServices(options, allParts, deadline).pipe(
+    Layer.provideMerge(storeOnClientLayer(options).pipe(annotatedWith(options.name), Layer.provide(deadline))),
     Layer.provide(transportLayer(options).pipe(annotatedWith(options.name)))
   )
 
 /** The whole emitter from resolved options; the Store is exposed too (dead letters, inspection). */
-const fromOptions = (options: Config.EmitterOptions) =>
-  services(options).pipe(
-    Layer.provideMerge(storeLayer(options).pipe(annotatedWith(options.name))),
+const fromOptions = (options: Config.EmitterOptions, deadline = ShutdownDeadline.layer(options.shutdownTimeoutMs)) =>
+  services(options, allParts, deadline).pipe(
+    Layer.provideMerge(storeLayer(options).pipe(annotatedWith(options.name), Layer.provide(deadline))),
     Layer.provide(transportLayer(options).pipe(annotatedWith(options.name)))
   )
 

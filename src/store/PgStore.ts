@@ -19,6 +19,7 @@ import { Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Scope } from "e
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { InvalidConfig, StoreError } from "../Errors.ts"
+import { remainingOr } from "../ShutdownDeadline.ts"
 import { Store } from "../Store.ts"
 import { checkDatabaseUrl } from "./databaseUrl.ts"
 import { toStoreError } from "./driverFault.ts"
@@ -125,8 +126,11 @@ const releasedWithin = <ROut, E>(layer: Layer.Layer<ROut, E>, within: Duration.I
   Layer.effectContext(Effect.gen(function*() {
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(layer, scope).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    // Within the emitter's shutdown deadline too, when it shares one (ShutdownDeadline).
+    const ownMs = Duration.toMillis(Duration.fromInputUnsafe(within))
     yield* Effect.addFinalizer((exit) =>
-      Effect.flatMap(Effect.forkDetach(Scope.close(scope, exit)), (fiber) => Effect.asVoid(Effect.timeoutOption(Fiber.await(fiber), within)))
+      Effect.flatMap(Effect.forkDetach(Scope.close(scope, exit)), (fiber) =>
+        Effect.flatMap(remainingOr(ownMs), (leftMs) => Effect.asVoid(Effect.timeoutOption(Fiber.await(fiber), Math.min(ownMs, leftMs)))))
     )
     return context
   }))
