@@ -75,22 +75,38 @@ const lifecycle = (options: Config.EmitterOptions, parts: ReadonlyArray<Config.P
 const stopped = Layer.effectDiscard(Effect.addFinalizer(() => Effect.logInfo("durable emitter stopped")))
 
 /**
- * Everything but the Store and the Transport, from resolved options. `parts` are the parts the
- * whole emitter is built with, for the start line and the gauge (the benchmark passes all).
+ * The services around `beside` (nothing, or the Outbox), from resolved options. `parts` are the
+ * parts the whole emitter is built with, for the start line and the gauge (the benchmark passes
+ * all); `deadline` is the shutdown deadline, shared with the Store when the caller builds it too.
  */
-export const services = (
+const compose = <A, E, R>(
   options: Config.EmitterOptions,
-  parts: ReadonlyArray<Config.Part> = allParts,
-  deadline: Layer.Layer<ShutdownDeadline> = ShutdownDeadline.layer(options.shutdownTimeoutMs)
+  parts: ReadonlyArray<Config.Part>,
+  deadline: Layer.Layer<ShutdownDeadline>,
+  beside: Layer.Layer<A, E, R>
 ) =>
   Emitter.layer(options).pipe(
-    Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts))),
+    Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts), beside)),
     Layer.provideMerge(Sequencer.layer(options)),
     Layer.provideMerge(Publisher.layer(options)),
     Layer.provide(Layer.merge(Liveness.layer, deadline)),
     Layer.provide(stopped),
     annotatedWith(options.name)
   )
+
+/** Everything but the Store and the Transport, from resolved options. */
+export const services = (
+  options: Config.EmitterOptions,
+  parts: ReadonlyArray<Config.Part> = allParts,
+  deadline: Layer.Layer<ShutdownDeadline> = ShutdownDeadline.layer(options.shutdownTimeoutMs)
+) => compose(options, parts, deadline, Layer.empty)
+
+/** The same with the transactional outbox, on the application's PgClient. */
+export const outboxServices = (
+  options: Config.EmitterOptions,
+  parts: ReadonlyArray<Config.Part> = allParts,
+  deadline: Layer.Layer<ShutdownDeadline> = ShutdownDeadline.layer(options.shutdownTimeoutMs)
+) => compose(options, parts, deadline, Outbox.layer(options))
 
 /**
  * Builds a layer (and so every fiber it forks) with `emitter: name` added to the application's
@@ -106,20 +122,6 @@ const annotatedWith = (name: string) => <A, E, R>(layer: Layer.Layer<A, E, R>): 
     )))
   }))
 
-/** The same with the transactional outbox, on the application's PgClient. */
-export const outboxServices = (
-  options: Config.EmitterOptions,
-  parts: ReadonlyArray<Config.Part> = allParts,
-  deadline: Layer.Layer<ShutdownDeadline> = ShutdownDeadline.layer(options.shutdownTimeoutMs)
-) =>
-  Emitter.layer(options).pipe(
-    Layer.provideMerge(Layer.mergeAll(Health.layer(options), Retransmitter.layer(options), lifecycle(options, parts), Outbox.layer(options))),
-    Layer.provideMerge(Sequencer.layer(options)),
-    Layer.provideMerge(Publisher.layer(options)),
-    Layer.provide(Layer.merge(Liveness.layer, deadline)),
-    Layer.provide(stopped),
-    annotatedWith(options.name)
-  )
 
 /** Options of `layerFromClient`: the connection is the application's PgClient, so none of its settings. */
 export type FromClientOptions = Omit<Config.EmitterOptionsInput, ClientOwned>
