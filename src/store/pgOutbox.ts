@@ -13,18 +13,12 @@
  * event was emitted always gets the lower seq.
  */
 import type { NewEvent, StoredEvent } from "../Store.ts"
-import { currentSlot } from "./pgPartitions.ts"
-import { ms, ownBytes, statement, toNumber, ts } from "./pgStatement.ts"
+import { currentSlot, type EventsNames } from "./pgPartitions.ts"
+import { decodeEvent, eventColumns, ms, statement, toNumber, ts } from "./pgStatement.ts"
 
 /** The names of pgSchema's Tables the outbox uses (structural: pgSchema imports this file). */
-interface Tables {
+interface Tables extends EventsNames {
   readonly prefix: string
-  readonly events: string
-  readonly eventsIdSeq: string
-  readonly eventsIdIdx: string
-  readonly eventsNextAttemptIdx: string
-  readonly eventsCreatedIdx: string
-  readonly rotation: string
   readonly sequences: string
 }
 
@@ -108,17 +102,7 @@ export const outboxStatements = (t: Tables) => {
     promote: statement({
       operation: "promote",
       params: ["limit", "leaseUntil"],
-      columns: {
-        id: "id",
-        source: "source",
-        type: "type",
-        seq: "seq",
-        event_id: "event_id",
-        payload: "payload",
-        created_at: ms("created_at"),
-        lease_until: ms("next_attempt_at"),
-        attempts: "attempts"
-      },
+      columns: { ...eventColumns, lease_until: ms("next_attempt_at"), attempts: "attempts" },
       text: (p, columns) => `
         WITH moved AS (
           DELETE FROM ${o.pending} WHERE id IN (SELECT id FROM ${o.pending} ORDER BY id LIMIT ${p.limit})
@@ -143,13 +127,7 @@ export const outboxStatements = (t: Tables) => {
         RETURNING ${columns}`,
       bind: (o: { readonly limit: number; readonly leaseUntil: number }) => o,
       decode: (row, c): StoredEvent => ({
-        rowId: row[c.id] as bigint,
-        source: row[c.source] as string,
-        type: row[c.type] as string,
-        seq: row[c.seq] as bigint,
-        eventId: row[c.event_id] as string,
-        payload: ownBytes(row[c.payload]),
-        createdAt: toNumber(row[c.created_at]),
+        ...decodeEvent(row, c),
         leaseUntil: toNumber(row[c.lease_until]),
         attempts: toNumber(row[c.attempts])
       })
