@@ -23,7 +23,8 @@ const moveStatement = (t: Tables) =>
         SELECT * FROM unnest(${p.ids}::int8[], ${p.codes}::text[], ${p.reasons}::text[]) AS i(id, code, reason)
       ),
       moved AS (
-        DELETE FROM ${t.events} e USING input i WHERE e.id = i.id
+        -- The ANY lets the planner find the rows by the id index rather than join the heaps.
+        DELETE FROM ${t.events} e USING input i WHERE e.id = i.id AND e.id = ANY(${p.ids}::int8[])
         RETURNING e.*, i.code AS dl_code, i.reason AS dl_reason
       ),
       inserted AS (

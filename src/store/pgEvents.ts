@@ -33,7 +33,12 @@ const statements = (t: Tables) => ({
     decode: (row, c) => toNumber(row[c.count])
   }),
 
-  /** The exponent is capped so that a row claimed a thousand times still computes a finite lease. */
+  /**
+   * The exponent is capped so that a row claimed a thousand times still computes a finite lease.
+   * The update finds the due rows by id through an array (an index probe per partition): joined
+   * to `due`, the planner chose a hash join over every partition's heap, dead rows and all (17 ms
+   * for nothing due, and it passed the JIT threshold: 220 ms per claim, measured).
+   */
   claim: statement({
     operation: "claim",
     params: ["now", "limit", "leaseBaseMs", "leaseMaxMs"],
@@ -44,7 +49,7 @@ const statements = (t: Tables) => ({
     },
     text: (p, columns) => `
       WITH due AS (
-        SELECT id, next_attempt_at FROM ${t.events}
+        SELECT id, next_attempt_at AS due_at FROM ${t.events}
         WHERE next_attempt_at <= ${ts(p.now)}
         ORDER BY next_attempt_at, id
         LIMIT ${p.limit}
@@ -55,11 +60,10 @@ const statements = (t: Tables) => ({
           attempts = e.attempts + 1,
           next_attempt_at = to_timestamp(
             (${p.now}::float8 + least(${p.leaseBaseMs}::float8 * power(2::float8, least(e.attempts, 60)), ${p.leaseMaxMs}::float8)) / 1000)
-        FROM due WHERE e.id = due.id
-        RETURNING e.id, e.event_id, e.source, e.type, e.seq, e.payload, e.created_at, e.attempts, e.next_attempt_at,
-          due.next_attempt_at AS due_at
+        WHERE e.id = ANY(ARRAY(SELECT id FROM due))
+        RETURNING e.id, e.event_id, e.source, e.type, e.seq, e.payload, e.created_at, e.attempts, e.next_attempt_at
       )
-      SELECT ${columns} FROM claimed ORDER BY due_at, id`,
+      SELECT ${columns} FROM claimed JOIN due USING (id) ORDER BY due_at, id`,
     bind: (o: ClaimOptions) => ({
       now: o.now,
       limit: Math.floor(o.limit),
@@ -126,11 +130,15 @@ const statements = (t: Tables) => ({
   })
 })
 
-/** The oldest `limit` rows created before `olderThan`, deleted; the caller adds RETURNING. */
+/**
+ * The oldest `limit` rows created before `olderThan`, deleted; the caller adds RETURNING. The ids
+ * are gathered into an array first, so the delete finds its rows by the id index; as a join, the
+ * planner estimates a mostly-dead partition from its size and scans every partition whole.
+ */
 const doomed = (t: Tables, p: { readonly olderThan: string; readonly limit: string }) => `
-  DELETE FROM ${t.events} WHERE id IN (
+  DELETE FROM ${t.events} WHERE id = ANY(ARRAY(
     SELECT id FROM ${t.events} WHERE created_at < ${ts(p.olderThan)}
-    ORDER BY created_at LIMIT ${p.limit} FOR UPDATE SKIP LOCKED)`
+    ORDER BY created_at LIMIT ${p.limit} FOR UPDATE SKIP LOCKED))`
 
 const expiredColumns = { source: "source", type: "type", count: "count(*)" } as const
 

@@ -130,7 +130,7 @@ const rotateTo = (
   const partition = partitionName(t.events, target)
   const live = `SELECT * FROM ${partition} ORDER BY id`
   return sql.withTransaction(Effect.gen(function*() {
-    for (const setting of [`lock_timeout = '${settings.lockTimeout}'`, "enable_seqscan = off", "enable_bitmapscan = off"]) {
+    for (const setting of [`lock_timeout = '${settings.lockTimeout}'`, "enable_seqscan = off", "enable_bitmapscan = off", "jit = off"]) {
       yield* sql.unsafe(`SET LOCAL ${setting}`).unprepared
     }
     // Takes the rotation row first: rotators on other processes wait here, then find it moved on.
