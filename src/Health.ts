@@ -3,7 +3,9 @@
  * gauges (backlog, payload bytes, the events table's size and dead tuples, …); `report` judges the loops, the transport, and the backlog against the TTL:
  * - unhealthy: a loop stuck or failing repeatedly, the ingest service refusing our configuration,
  *   or the oldest row within 10 % of its TTL (events about to expire);
- * - degraded: the ingest service failing, the oldest row past half its TTL, a queue nearly full;
+ * - degraded: the ingest service failing, the oldest row past half its TTL, a queue nearly full,
+ *   the events table larger than `maxTableBytes` (unhealthy past twice it: the store is not
+ *   keeping up with its own churn, or rows pile up that nobody delivers);
  * - healthy otherwise.
  */
 import { Clock, Context, Effect, Layer, Metric, Option } from "effect"
@@ -34,7 +36,21 @@ export interface HealthReport {
   readonly ttlMs: number
 }
 
-export type HealthOptions = Pick<EmitterOptions, "ttlMs" | "statsIntervalMs" | "writeQueueCapacity" | "publishQueueCapacity">
+export type HealthOptions = Pick<
+  EmitterOptions,
+  "ttlMs" | "statsIntervalMs" | "writeQueueCapacity" | "publishQueueCapacity" | "maxTableBytes"
+>
+
+/** What the events table's size says: degraded past the bound, unhealthy past twice it. */
+export const storageVerdict = (
+  tableBytes: number,
+  maxTableBytes: number
+): { readonly status: HealthStatus; readonly reason?: string } => {
+  if (tableBytes <= maxTableBytes) return { status: "healthy" }
+  const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+  const reason = `events table is ${mib(tableBytes)}, over maxTableBytes (${mib(maxTableBytes)})`
+  return { status: tableBytes > 2 * maxTableBytes ? "unhealthy" : "degraded", reason }
+}
 
 export class Health extends Context.Service<Health, {
   readonly report: Effect.Effect<HealthReport>
@@ -92,6 +108,8 @@ const make = Effect.fnUntraced(function*(options: HealthOptions) {
     else if (oldestAgeMs !== undefined && oldestAgeMs > 0.5 * options.ttlMs) degraded.push(`oldest pending event is past half its TTL (${oldestAgeMs} ms)`)
     if (state.queued >= 0.9 * options.publishQueueCapacity) degraded.push(`publish queue nearly full (${state.queued}/${options.publishQueueCapacity})`)
     if (writeQueue >= 0.9 * options.writeQueueCapacity) degraded.push(`write queue nearly full (${writeQueue}/${options.writeQueueCapacity})`)
+    const storage = table === undefined ? undefined : storageVerdict(table.tableBytes, options.maxTableBytes)
+    if (storage?.reason !== undefined) (storage.status === "unhealthy" ? unhealthy : degraded).push(storage.reason)
 
     const status: HealthStatus = unhealthy.length > 0 ? "unhealthy" : degraded.length > 0 ? "degraded" : "healthy"
     return {

@@ -9,6 +9,7 @@ import { DurableEmitter } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
 import { InvalidEvent } from "../src/Errors.ts"
 import * as Event from "../src/Event.ts"
+import { storageVerdict } from "../src/Health.ts"
 import * as Metrics from "../src/Metrics.ts"
 import { Store } from "../src/Store.ts"
 import * as MemoryStore from "../src/testing/MemoryStore.ts"
@@ -87,6 +88,43 @@ describe("Emitter", () => {
       assert.strictEqual(up.status, "healthy", up.reasons.join(";"))
       assert.strictEqual(yield* backlog, 0)
     }).pipe(Effect.provide(TestLayer)))
+
+  it.effect("health degrades when the events table grows past maxTableBytes, is unhealthy past twice it, and recovers", () => {
+    // The memory store, with the table size the stats report set by the test.
+    const size = { bytes: 100 }
+    const SizedStore = Layer.effect(
+      Store,
+      Store.use((store) => Effect.succeed(Store.of({ ...store, stats: Effect.map(store.stats, (stats) => ({ ...stats, tableBytes: size.bytes })) })))
+    ).pipe(Layer.provide(MemoryStore.layer))
+    const Sized = DurableEmitter.layerNoDeps({ statsInterval: "1 second", maxTableBytes: 1_000 }).pipe(
+      Layer.provideMerge(Layer.mergeAll(SizedStore, ScriptedTransport.layer()))
+    )
+    const after = (bytes: number) =>
+      Effect.gen(function*() {
+        size.bytes = bytes
+        yield* TestClock.adjust("1 second")
+        return yield* Emitter.health
+      })
+    return Effect.gen(function*() {
+      assert.strictEqual((yield* after(1_000)).status, "healthy", "at the bound is fine")
+      const over = yield* after(1_500)
+      assert.strictEqual(over.status, "degraded")
+      assert.match(over.reasons.join(";"), /events table is 0\.0 MiB, over maxTableBytes/)
+      assert.strictEqual(over.table?.tableBytes, 1_500)
+      assert.strictEqual((yield* after(2_001)).status, "unhealthy")
+      assert.strictEqual((yield* after(900)).status, "healthy")
+    }).pipe(Effect.provide(Sized))
+  })
+
+  it("storageVerdict: healthy up to the bound, degraded past it, unhealthy past twice it", () => {
+    const mib = 1024 * 1024
+    assert.deepStrictEqual(storageVerdict(512 * mib, 512 * mib), { status: "healthy" })
+    assert.deepStrictEqual(storageVerdict(600 * mib, 512 * mib), {
+      status: "degraded",
+      reason: "events table is 600.0 MiB, over maxTableBytes (512.0 MiB)"
+    })
+    assert.strictEqual(storageVerdict(1025 * mib, 512 * mib).status, "unhealthy")
+  })
 
   it.effect("health is unhealthy when the ingest refuses our credentials", () =>
     Effect.gen(function*() {

@@ -105,7 +105,12 @@ export const table = {
   deadLetterExpired: option(Kinds.boolean, "emitter", true, "Move expired rows to the dead-letter table instead of deleting them."),
   expiryInterval: option(positive, "emitter", "1 minute", "How often the expiry loop runs."),
   expiryBatchSize: option(Kinds.count, "emitter", 5_000, "Most rows expired by one statement."),
-  statsInterval: option(positive, "emitter", "5 seconds", "How often backlog statistics are read for metrics and health.")
+  statsInterval: option(positive, "emitter", "5 seconds", "How often backlog statistics are read for metrics and health."),
+  maxTableBytes: option(
+    Kinds.count, "emitter", 512 * 1024 * 1024,
+    "Health turns degraded when the events table (heap, indexes, TOAST, every partition) is larger than this, unhealthy past twice it.",
+    mib(512 * 1024 * 1024)
+  )
 } as const
 
 export type Table = typeof table
