@@ -132,6 +132,8 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
     Effect.gen(function*() {
       for (const event of events) {
         if (!accepting) return
+        // Delivered already; its delete is on the way (and if it never lands, the row comes due again).
+        if (acks.awaitingDelete(event.rowId)) continue
         const next = item(event, barrier.current())
         // Counted before it is offered: a sender may settle it before `offer` returns.
         barrier.accepted(next.epoch, 1)

@@ -40,8 +40,9 @@ const setup = (overrides: Partial<Config.EmitterOptions> = {}) =>
           if (!("payload" in event)) throw new Error(event.message)
           return event
         })
-        const appended = yield* control.store.append(events, { now: 0, nextAttemptAt: firstLeaseMs })
-        return events.map((e, i): StoredEvent => ({ ...e, rowId: appended[i]!.rowId, seq: appended[i]!.seq, createdAt: 0, attempts: 0, leaseUntil: firstLeaseMs }))
+        const lease = options.firstLeaseMs
+        const appended = yield* control.store.append(events, { now: 0, nextAttemptAt: lease })
+        return events.map((e, i): StoredEvent => ({ ...e, rowId: appended[i]!.rowId, seq: appended[i]!.seq, createdAt: 0, attempts: 0, leaseUntil: lease }))
       })
     return {
       control,
@@ -128,6 +129,20 @@ describe("acks survive a database blip", () => {
       control.failDeletes = undefined
       yield* TestClock.adjust(2_000)
       yield* Fiber.join(flushing)
+      assert.strictEqual(yield* backlog, 0)
+      assert.strictEqual(yield* script.callCount, 1)
+    }))
+
+  it.effect("a row whose delete is slow comes due again, and the retransmitter does not send it a second time", () =>
+    Effect.gen(function*() {
+      const { backlog, commit, control, publisher, script } = yield* setup({ firstLeaseMs: 1_000, requestTimeoutMs: 100, leaseBaseMs: 60_000, leaseMaxMs: 120_000, retransmitIntervalMs: 100 })
+      control.failDeletes = outage
+      yield* publisher.offer(yield* commit(3))
+      for (let t = 0; t < 50; t++) yield* TestClock.adjust(100)
+      assert.isAbove(control.claims, 0, "the rows came due and were claimed meanwhile")
+      assert.strictEqual(yield* script.callCount, 1, "sent once")
+      control.failDeletes = undefined
+      yield* TestClock.adjust(2_000)
       assert.strictEqual(yield* backlog, 0)
       assert.strictEqual(yield* script.callCount, 1)
     }))

@@ -21,6 +21,13 @@ export type AcksOptions = Pick<EmitterOptions, "deleteBatchSize" | "deleteLinger
 export interface Acks {
   /** Takes acknowledged items, waiting for room. */
   readonly offer: (items: ReadonlyArray<Item>) => Effect.Effect<void>
+  /**
+   * Whether this row was acknowledged and its delete has not landed yet. A row whose delete is
+   * slow (a database blip, a loaded machine) comes due again when its lease ends; the
+   * retransmitter must not send it a second time (measured: once in three CI runs of the crash
+   * test, a row delivered twice 1.6 s apart by one process).
+   */
+  readonly awaitingDelete: (rowId: bigint) => boolean
 }
 
 /** 50 ms doubling to at most 2 s, with jitter, forever. */
@@ -35,6 +42,9 @@ export const make = (options: AcksOptions, store: Store["Service"], settle: Sett
   Effect.gen(function*() {
     const queue = yield* Queue.bounded<Item>(Math.max(options.deleteBatchSize * 4, options.publishBatchSize * options.publishConcurrency))
     const limits: TakeBatch.BatchLimits<Item> = { maxWeight: options.deleteBatchSize, lingerMs: options.deleteLingerMs }
+    /** Row ids from `offer` until their item is settled (bounded like the queue plus one batch). */
+    const awaiting = new Set<bigint>()
+    const done = (items: ReadonlyArray<Item>) => Effect.sync(() => items.forEach((i) => awaiting.delete(i.event.rowId)))
 
     /** Retries until the store answers; logs the episode's start and end. */
     const deleteRows = (ids: ReadonlyArray<bigint>) =>
@@ -51,19 +61,20 @@ export const make = (options: AcksOptions, store: Store["Service"], settle: Sett
       deleteRows(items.map((i) => i.event.rowId)).pipe(
         Effect.andThen(settle(items, Delivered)),
         Effect.catchDefect((defect) => settle(items, { _tag: "Undeleted", why: `defect in the delete: ${String(defect)}` })),
-        Effect.onInterrupt(() => settle(items, stopped))
+        Effect.onInterrupt(() => settle(items, stopped)),
+        Effect.ensuring(done(items))
       )
 
     // Registered before the fiber is forked, so it runs after the fiber is interrupted (finalizers
     // run in reverse order): the acks still queued at close are counted as Undeleted.
-    yield* Effect.addFinalizer(() => Effect.flatMap(Queue.clear(queue), (left) => settle(left, stopped)))
+    yield* Effect.addFinalizer(() => Effect.flatMap(Queue.clear(queue), (left) => Effect.andThen(settle(left, stopped), done(left))))
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(TakeBatch.take(queue, limits), (batch) => deleteBatch(batch.items))))
 
     /** The slow path: waits for room item by item; what a shutdown leaves unqueued is counted too. */
     const offerWaiting = (items: ReadonlyArray<Item>) =>
       Effect.gen(function*() {
         for (let i = 0; i < items.length; i++) {
-          yield* Queue.offer(queue, items[i]!).pipe(Effect.onInterrupt(() => settle(items.slice(i), stopped)))
+          yield* Queue.offer(queue, items[i]!).pipe(Effect.onInterrupt(() => Effect.andThen(settle(items.slice(i), stopped), done(items.slice(i)))))
         }
       })
 
@@ -71,9 +82,11 @@ export const make = (options: AcksOptions, store: Store["Service"], settle: Sett
       offer: (items) =>
         Effect.suspend(() => {
           advance(items, "deleting")
+          for (const i of items) awaiting.add(i.event.rowId)
           let queued = 0
           while (queued < items.length && Queue.offerUnsafe(queue, items[queued]!)) queued++
           return queued === items.length ? Effect.void : offerWaiting(items.slice(queued))
-        })
+        }),
+      awaitingDelete: (rowId) => awaiting.has(rowId)
     }
   })

@@ -25,6 +25,8 @@ export interface StoreControl {
   failLookups: StoreError | undefined
   /** Event counts of the lookups, in call order. */
   readonly lookups: Array<number>
+  /** Rows claimed so far (by the retransmitter). */
+  claims: number
   readonly store: Store["Service"]
 }
 
@@ -41,6 +43,7 @@ export const make = Effect.gen(function*() {
     refuse: undefined,
     failLookups: undefined,
     lookups: [],
+    claims: 0,
     store: {
       ...inner,
       append: (events, options) =>
@@ -62,6 +65,11 @@ export const make = Effect.gen(function*() {
         control.lookups.push(eventIds.length)
         return control.failLookups !== undefined ? Effect.fail(control.failLookups) : inner.lookup(eventIds, nextAttemptAt)
       }),
+      claim: (options) =>
+        Effect.map(inner.claim(options), (rows) => {
+          control.claims += rows.length
+          return rows
+        }),
       delete: (rowIds) => Effect.suspend(() => {
         control.deletes.push(rowIds)
         return control.failDeletes === undefined ? inner.delete(rowIds) : Effect.fail(control.failDeletes)
