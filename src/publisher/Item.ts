@@ -89,12 +89,12 @@ const resolve = (barrier: Barrier.Barrier, items: ReadonlyArray<Item>) => {
 }
 
 const settledCounters: Record<Outcome["_tag"], Metric.Counter<number>> = {
-  Delivered: Metric.withAttributes(Metrics.settled, { outcome: "Delivered" }),
-  Undeleted: Metric.withAttributes(Metrics.settled, { outcome: "Undeleted" }),
-  DeadLettered: Metric.withAttributes(Metrics.settled, { outcome: "DeadLettered" }),
-  GivenUp: Metric.withAttributes(Metrics.settled, { outcome: "GivenUp" }),
-  Lapsed: Metric.withAttributes(Metrics.settled, { outcome: "Lapsed" }),
-  Abandoned: Metric.withAttributes(Metrics.settled, { outcome: "Abandoned" })
+  Delivered: Metrics.series(Metrics.settled, { outcome: "Delivered" }),
+  Undeleted: Metrics.series(Metrics.settled, { outcome: "Undeleted" }),
+  DeadLettered: Metrics.series(Metrics.settled, { outcome: "DeadLettered" }),
+  GivenUp: Metrics.series(Metrics.settled, { outcome: "GivenUp" }),
+  Lapsed: Metrics.series(Metrics.settled, { outcome: "Lapsed" }),
+  Abandoned: Metrics.series(Metrics.settled, { outcome: "Abandoned" })
 }
 
 /** The log (and outcome-specific metric) for an outcome; none on the hot path of a delivery. */

@@ -46,7 +46,7 @@ export const recordSend = (
     const errorType = errorTypeOf(exit)
     if (errorType !== undefined) yield* Effect.annotateCurrentSpan(Semconv.ATTR_ERROR_TYPE, errorType)
     const attributes = Metrics.sendAttributes(Semconv.sharedDestination(events), errorType)
-    yield* Metric.update(Metric.withAttributes(Metrics.operationDuration, attributes), seconds)
+    yield* Metric.update(Metrics.series(Metrics.operationDuration, attributes), seconds)
     if (errorType !== undefined || !Exit.isSuccess(exit)) return yield* Metrics.countSent(events, errorType)
     const results = exit.value
     // An empty answer means all delivered; one of another length fails the request (see decide.ts).
