@@ -30,7 +30,7 @@ const peakText = (r: { readonly peakBacklog: number; readonly peakBacklogExact: 
 
 export const demoCommand = Command.make("demo", {
   events: Flag.Int("events").pipe(Flag.withDescription("events to emit"), Flag.withDefault(20_000)),
-  producers: Flag.Int("producers").pipe(Flag.withDescription("concurrent producers (fibers calling emit)"), Flag.withDefault(16)),
+  producers: Flag.Int("producers").pipe(Flag.withDescription("concurrent producers (fibers calling emit), as the requests of a busy service"), Flag.withDefault(64)),
   rate: Flag.Int("rate").pipe(
     Flag.withDescription("offered load in events per second, shared by the producers (0: as fast as they go)"),
     Flag.withDefault(2_000)
@@ -138,7 +138,7 @@ export const demoCommand = Command.make("demo", {
       "non-zero if any committed event was lost."
   ),
   Command.withExamples([
-    { command: "durable-emitter demo", description: "20 000 events, 16 producers, a 2 s outage, on the embedded store" },
+    { command: "durable-emitter demo", description: "20 000 events, 64 producers, a 2 s outage, on the embedded store" },
     { command: "durable-emitter demo --events 100000 --rate 0 --outage-ms 5000", description: "as fast as possible" },
     { command: "DATABASE_URL=postgres://localhost/test durable-emitter demo --keep", description: "on PostgreSQL, keep the tables" }
   ])

@@ -12,12 +12,11 @@ import { Effect, Fiber, Metric } from "effect"
 import { Emitter } from "../../Emitter.ts"
 import * as Metrics from "../../Metrics.ts"
 import { Store } from "../../Store.ts"
-import type { IngestServerHandle } from "../../testing/IngestServer.ts"
 import * as Format from "../format.ts"
 import { type LatencySummary, makeLatencies } from "./latency.ts"
 import type { Progress } from "./progress.ts"
 import { nextPeakBacklog, noBacklog, type PeakBacklog, verdict } from "./verdict.ts"
-import { poisonType } from "./workspace.ts"
+import { type DemoServer, poisonType } from "./workspace.ts"
 
 export interface ScenarioSettings {
   readonly events: number
@@ -77,6 +76,8 @@ interface Tally {
   deadLetters: number
   peakBacklog: PeakBacklog
   ingestDown: boolean
+  /** Distinct events the demo's server has received, as last read. */
+  receivedByServer: number
   outageEndedAt: number | undefined
   emittedAtOutageEnd: number
   caughtUpMs: number | undefined
@@ -92,6 +93,7 @@ const newTally = (): Tally => ({
   deadLetters: 0,
   peakBacklog: noBacklog,
   ingestDown: false,
+  receivedByServer: 0,
   outageEndedAt: undefined,
   emittedAtOutageEnd: 0,
   caughtUpMs: undefined
@@ -109,7 +111,7 @@ const mapLatency = (s: LatencySummary): LatencySummary => ({
 
 export const runScenario = (
   settings: ScenarioSettings,
-  server: IngestServerHandle | undefined,
+  server: DemoServer | undefined,
   onPostgres: boolean,
   progress: Progress
 ) =>
@@ -120,7 +122,12 @@ export const runScenario = (
     const t = newTally()
     const startedAt = Date.now()
 
-    const delivered = () => server?.received.stats.uniqueIds ?? Math.max(0, t.receipts.length - t.backlog - t.deadLetters)
+    const delivered = () => server !== undefined ? t.receivedByServer : Math.max(0, t.receipts.length - t.backlog - t.deadLetters)
+    const readServer = server === undefined
+      ? Effect.void
+      : Effect.map(server.uniqueIds, (n) => {
+        t.receivedByServer = n
+      })
 
     const produce = (producer: number) =>
       Effect.gen(function*() {
@@ -182,6 +189,7 @@ export const runScenario = (
     const readTableEvery = 4
     let tick = 0
     const monitor = Effect.suspend(() => tick++ % readTableEvery === 0 ? Effect.ignore(readTable) : Effect.void).pipe(
+      Effect.andThen(Effect.ignore(readServer)),
       Effect.andThen(noteCaughtUp),
       Effect.andThen(Effect.sync(() => progress.update(statusLine()))),
       Effect.andThen(Effect.sleep(250)),
@@ -191,13 +199,13 @@ export const runScenario = (
     const outage = Effect.gen(function*() {
       if (server === undefined || settings.outageMs <= 0) return
       while (t.receipts.length + t.failed < settings.events * 0.3) yield* Effect.sleep(10)
-      yield* Effect.promise(() => server.faults.down("refuse"))
+      yield* server.down
       t.ingestDown = true
       progress.note(
         `ingest outage: the server refuses connections for ${Format.millis(settings.outageMs)}; emits still commit, delivery waits and retries`
       )
       yield* Effect.sleep(settings.outageMs)
-      yield* Effect.promise(() => server.faults.up())
+      yield* server.up
       t.ingestDown = false
       t.outageEndedAt = Date.now()
       t.emittedAtOutageEnd = t.receipts.length
@@ -228,11 +236,13 @@ export const runScenario = (
     // Why delivery failed, when it did (e.g. connect ECONNREFUSED): the summary names the cause.
     const lastDeliveryError = remaining > 0 ? (yield* emitter.health).transport.lastError : undefined
     yield* Fiber.interrupt(monitorFiber)
-    progress.update(statusLine())
-    progress.done()
 
     const deadLettered = new Set((yield* store.listDeadLetters({ since: startedAt - 1_000 })).map((d) => d.eventId))
-    const v = verdict({ receipts: t.receipts, received: server?.received.ids, deadLettered, remaining })
+    const received = server === undefined ? undefined : yield* server.received
+    if (received !== undefined) t.receivedByServer = received.ids.size
+    progress.update(statusLine())
+    progress.done()
+    const v = verdict({ receipts: t.receipts, received: received?.ids, deadLettered, remaining })
     const elapsedMs = drainedAt - startedAt
     const counters = yield* Metric.snapshot
     const total = (metric: Metric.Counter<number>) =>
@@ -244,7 +254,7 @@ export const runScenario = (
       emitted: t.receipts.length,
       failedEmits: t.failed,
       delivered: v.delivered,
-      duplicates: server === undefined ? null : server.received.stats.duplicates,
+      duplicates: received === undefined ? null : received.duplicates,
       deadLettered: v.deadLettered,
       lost: v.lost,
       pending: remaining,

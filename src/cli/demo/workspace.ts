@@ -1,6 +1,9 @@
 /**
  * What the demo owns while it runs, as one scoped resource: a data directory of its own (embedded
- * store) or tables of its own (PostgreSQL), and the reference ingest server. Released in reverse
+ * store) or tables of its own (PostgreSQL), and the reference ingest server in a child process of
+ * its own (as the ingest service runs in production: on this process's event loop its work would
+ * compete with the emitter's, and on the embedded store, which runs on that loop too, it took a
+ * fifth of the demo's time). Released in reverse
  * order when the scope closes: the server, then the data, unless the run asks to keep it (--keep,
  * or rows still waiting: dropping them would lose them).
  */
@@ -11,7 +14,8 @@ import { Effect, Option, Ref, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import * as Config from "../../Config.ts"
 import type { InvalidConfig } from "../../Errors.ts"
-import { type IngestServerError, type IngestServerHandle, IngestServer } from "../../testing/IngestServer.ts"
+import { IngestServerError } from "../../testing/IngestServer.ts"
+import { makeIngestServerProcess } from "../../testing/IngestServerProcess.ts"
 import { resolveInput, sqlClientLayer, type StoreFlags } from "../target.ts"
 
 export const poisonType = "demo.poison"
@@ -81,9 +85,21 @@ export interface Cleanup {
   readonly note: string
 }
 
+/** What the demo asks of its reference ingest server. */
+export interface DemoServer {
+  readonly url: string
+  /** Distinct events received so far. */
+  readonly uniqueIds: Effect.Effect<number, IngestServerError>
+  /** Refuses connections until `up`. */
+  readonly down: Effect.Effect<void, IngestServerError>
+  readonly up: Effect.Effect<void, IngestServerError>
+  /** Every distinct id received, and how many deliveries repeated one. */
+  readonly received: Effect.Effect<{ readonly ids: ReadonlySet<string>; readonly duplicates: number }, IngestServerError>
+}
+
 export interface Workspace {
   /** The reference ingest server, or undefined with --ingest-url. */
-  readonly server: IngestServerHandle | undefined
+  readonly server: DemoServer | undefined
   readonly ingestUrl: string
   /** The emitter's options, with `ingestUrl`. */
   readonly input: Config.EmitterOptionsInput
@@ -135,11 +151,32 @@ export const acquire = (p: Plan, cleanup: Ref.Ref<Cleanup>): Effect.Effect<Works
     if (Option.isSome(p.ingestUrl)) {
       return { server: undefined, ingestUrl: p.ingestUrl.value, input: { ...p.input, ingestUrl: p.ingestUrl.value } }
     }
-    const server = yield* IngestServer.make({
-      record: "ids",
-      faults: {
-        rejectRules: [{ type: poisonType, code: "VALIDATION_FAILED", reason: `the demo's ingest server rejects ${poisonType} events` }]
-      }
-    })
+    const server = yield* referenceServer
     return { server, ingestUrl: server.url, input: { ...p.input, ingestUrl: server.url } }
   })
+
+const serverCall = <A>(what: string, call: () => Promise<A>) =>
+  Effect.tryPromise({
+    try: call,
+    catch: (error) => new IngestServerError({ reason: `${what}: ${error instanceof Error ? error.message : String(error)}` })
+  })
+
+/** The reference ingest server in a child process, stopped with the scope. */
+const referenceServer: Effect.Effect<DemoServer, IngestServerError, Scope.Scope> = Effect.map(
+  makeIngestServerProcess({
+    record: "ids",
+    faults: {
+      rejectRules: [{ type: poisonType, code: "VALIDATION_FAILED", reason: `the demo's ingest server rejects ${poisonType} events` }]
+    }
+  }),
+  (child): DemoServer => ({
+    url: child.url,
+    uniqueIds: serverCall("reading the ingest server's counts", () => child.stats().then((s) => s.uniqueIds ?? 0)),
+    down: serverCall("taking the ingest server down", () => child.faults({ down: "refuse" })),
+    up: serverCall("bringing the ingest server up", () => child.faults({ down: null })),
+    received: serverCall("reading what the ingest server received", async () => {
+      const [ids, stats] = await Promise.all([child.ids(), child.stats()])
+      return { ids: new Set(ids), duplicates: stats.duplicates ?? 0 }
+    })
+  })
+)
