@@ -1,7 +1,7 @@
 /**
  * A PostgreSQL wire-protocol connection to a PGlite instance in this process, as a `node:stream`
  * Duplex: what `@effect/sql-pg` takes as its `stream` option. Bytes the driver writes are cut into
- * whole frontend messages and handed to PGlite (`execProtocolRaw`), one batch at a time under
+ * whole frontend messages and handed to PGlite (`execProtocolRawStream`), one batch at a time under
  * PGlite's own query mutex; PGlite's answer is pushed back as the server's bytes.
  *
  * PGlite is ONE backend session, so the bridge admits one open connection at a time (a second
@@ -101,7 +101,19 @@ export const makeBridge = (pglite: PGlite): PgliteBridge => {
    * (and timers) in between.
    */
   const exec = (frame: Uint8Array) =>
-    yieldToEventLoop().then(() => pglite.runExclusive(() => pglite.execProtocolRaw(frame)))
+    yieldToEventLoop().then(() => pglite.runExclusive(() => execRaw(frame)))
+
+  /**
+   * The answer's bytes as PGlite writes them. Not `execProtocolRaw`: it also parses every backend
+   * message into JavaScript objects (each row's fields decoded to strings) for its own query API,
+   * which the driver on the other side does again; that parse took 6 µs per emitted event.
+   */
+  const execRaw = async (frame: Uint8Array): Promise<Uint8Array> => {
+    const chunks: Array<Uint8Array> = []
+    // A chunk is a view of PGlite's memory, valid only during the call: copied.
+    await pglite.execProtocolRawStream(frame, { onRawData: (chunk) => void chunks.push(chunk.slice()) })
+    return chunks.length === 1 ? chunks[0]! : concat(chunks)
+  }
 
   const connect = (): Duplex => {
     const self = {}
@@ -116,8 +128,8 @@ export const makeBridge = (pglite: PGlite): PgliteBridge => {
     }
 
     const reply = (bytes: Uint8Array) => {
-      // A copy: PGlite may answer with a view of its own receive buffer.
-      if (bytes.length > 0 && !ended) socket.push(Buffer.from(bytes))
+      // Bytes of our own (see execRaw): wrapped, not copied again.
+      if (bytes.length > 0 && !ended) socket.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
     }
 
     /** Ends the server side, like a server closing the socket. */
