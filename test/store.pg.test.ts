@@ -27,7 +27,7 @@ const freshPrefix = () => `${runId}_${prefixes++}`
 const dropTables = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
     sql.unsafe(
-      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_migrations, ${prefix}_rotation`
+      `DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_pending, ${prefix}_migrations, ${prefix}_rotation`
     )
   ).pipe(Effect.orDie)
 
