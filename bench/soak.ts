@@ -119,7 +119,7 @@ const run = (variant: Variant) => (args: BenchArgs) => {
     // The embedded variant builds its store below, on `dataDir`: the options' databaseUrl is unused.
     const options = yield* resolveOptions({ tablePrefix: prefix, ingestUrl: server.url }, args.options)
     const minutesLog = makeMinutes()
-    const recorder = makeRecorder((emitToAckMs) => minutesLog.onEmitToAck(emitToAckMs))
+    const recorder = makeRecorder((emitToAckMs) => minutesLog.onEmitToAck(emitToAckMs), false)
     const transport = recorded(grpcLayer(options), (events, results, startedAt, endedAt) => {
       let delivered = 0
       for (const result of results) if (result._tag === "Delivered") delivered++
