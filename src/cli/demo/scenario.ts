@@ -133,7 +133,10 @@ export const runScenario = (
       Effect.gen(function*() {
         const data = new Uint8Array(settings.payloadBytes)
         for (let i = 0; i < data.length; i++) data[i] = (producer * 31 + i * 7) & 0xff
-        const source = `demo/producer-${producer}`
+        // Four sources, as a service has a few: each (source, type) in a commit updates its own
+        // counter row, and with a source per producer (192 keys) that took a third of the
+        // embedded store's time (9 600–10 300 events/s, against 11 800–12 500 with these 12).
+        const source = `demo/shop-${producer % 4}`
         while (t.next < settings.events) {
           const i = t.next++
           if (settings.rate > 0) {
