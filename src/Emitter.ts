@@ -120,6 +120,9 @@ const emitSpanAttributes = {
   [Semconv.ATTR_MESSAGING_OPERATION_TYPE]: Semconv.MESSAGING_OPERATION_TYPE_VALUE_CREATE
 }
 
+/** An emit inside the application's transaction: delivered only if that transaction commits. */
+const transactionalSpanAttributes = { ...emitSpanAttributes, "durable_emitter.transactional": true }
+
 /** What is known of the events once prepared: their destination, and the id of a single one. */
 const annotateEmitSpan = (span: Tracer.AnySpan, prepared: ReadonlyArray<NewEvent>) => {
   if (span._tag !== "Span") return
@@ -221,6 +224,8 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
     const context = prepareContext(fiber)
     const prepared = prepareAll(inputs, context)
     if (!Array.isArray(prepared)) return failed(prepared as InvalidEvent | EventTooLarge)
+    const span = Context.getOption(fiber.context, Tracer.ParentSpan)
+    if (span._tag === "Some") annotateEmitSpan(span.value, prepared)
     return outbox.value.write(prepared, context.now).pipe(
       Effect.as(prepared.map((event): TransactionalReceipt => ({
         id: event.eventId, source: event.source, type: event.type, seq: undefined, durable: "when-your-transaction-commits"
@@ -236,18 +241,19 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
    * `emit {destination}`; the event carries it as `traceparent`, the commit is its child (or
    * links to it), the publish request links to it.
    */
-  const traced = <A>(
+  const traced = <A, E extends { readonly _tag: string }>(
     inputs: ReadonlyArray<Event.EmitInput>,
-    receipts: (prepared: ReadonlyArray<NewEvent>, appended: ReadonlyArray<Appended>) => A
-  ): Effect.Effect<A, EmitError> =>
+    run: (fiber: Fiber.Fiber<unknown, unknown>) => Effect.Effect<A, E>,
+    attributes: Record<string, unknown> = emitSpanAttributes
+  ): Effect.Effect<A, E> =>
     Effect.withFiber((fiber) =>
       Context.getOption(fiber.context, Tracer.ParentSpan)._tag === "None"
-        ? commitOn(fiber, inputs, receipts)
-        : Effect.withFiber((inner) => commitOn(inner, inputs, receipts)).pipe(
+        ? run(fiber)
+        : Effect.withFiber(run).pipe(
           Effect.tapError((error) => Effect.annotateCurrentSpan(Semconv.ATTR_ERROR_TYPE, error._tag)),
           Effect.withSpan(Semconv.spanName(Semconv.OPERATION_EMIT, Semconv.sharedDestination(inputs)), {
             kind: "producer",
-            attributes: emitSpanAttributes
+            attributes
           })
         )
     )
@@ -260,12 +266,14 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   })
 
   const emitAll = (inputs: ReadonlyArray<Event.EmitInput>) =>
-    traced(inputs, (prepared, appended) => prepared.map((event, i) => receiptOf(event, appended[i]!)))
+    traced(inputs, (fiber) => commitOn(fiber, inputs, (prepared, appended) => prepared.map((event, i) => receiptOf(event, appended[i]!))))
 
-  const emit = (input: Event.EmitInput) => traced([input], (prepared, appended) => receiptOf(prepared[0]!, appended[0]!))
+  const emit = (input: Event.EmitInput) =>
+    traced([input], (fiber) => commitOn(fiber, [input], (prepared, appended) => receiptOf(prepared[0]!, appended[0]!)))
 
-  const inTransaction = <A>(name: string, inputs: ReadonlyArray<Event.EmitInput>, pick: (r: ReadonlyArray<TransactionalReceipt>) => A) =>
-    Effect.withFiber((fiber) => writeInTransaction(fiber, inputs).pipe(Effect.map(pick), Effect.withSpan(name, { kind: "producer" })))
+  /** The same `emit {destination}` span, marked transactional: the event is written, not yet committed. */
+  const inTransaction = <A>(inputs: ReadonlyArray<Event.EmitInput>, pick: (r: ReadonlyArray<TransactionalReceipt>) => A) =>
+    traced(inputs, (fiber) => Effect.map(writeInTransaction(fiber, inputs), pick), transactionalSpanAttributes)
 
   // Committed transactional events are promoted first, so flush covers them too.
   const promoted = Option.match(outbox, {
@@ -290,8 +298,8 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   return Emitter.of({
     emit,
     emitAll,
-    emitInTransaction: (input) => inTransaction("Emitter.emitInTransaction", [input], (r) => r[0]!),
-    emitAllInTransaction: (inputs) => inTransaction("Emitter.emitAllInTransaction", inputs, (r) => r),
+    emitInTransaction: (input) => inTransaction([input], (r) => r[0]!),
+    emitAllInTransaction: (inputs) => inTransaction(inputs, (r) => r),
     flush: flushAll.pipe(Effect.withSpan("Emitter.flush")),
     flushWithin,
     health: health.report

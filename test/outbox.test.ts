@@ -3,8 +3,11 @@
  * (DurableEmitter.layerFromClient), events written in the application's transactions, delivered
  * to the reference ingest server over loopback HTTP/2 after the commit.
  */
+import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
 import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
+import { SpanKind } from "@opentelemetry/api"
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Effect, Exit, Fiber, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { DurableEmitter } from "../src/DurableEmitter.ts"
@@ -130,6 +133,34 @@ describe("transactional outbox (layerFromClient)", () => {
         assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1", "2", "3"])
         assert.strictEqual(yield* countRows(`${prefix}_pending`), 0)
       }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
+    }))
+
+  it.live("a transactional emit is an `emit {destination}` producer span marked transactional, a child of the caller's span", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      const spans = new InMemorySpanExporter()
+      const otel = NodeSdk.layer(() => ({ resource: { serviceName: "outbox-spans" }, spanProcessor: new SimpleSpanProcessor(spans) }))
+      // Read inside the layer's scope: closing the SDK empties the in-memory exporter.
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql.withTransaction(Emitter.emitInTransaction({ source: "shop", type: "order.placed" })).pipe(Effect.withSpan("checkout"))
+        yield* Emitter.flush
+        const finished = spans.getFinishedSpans()
+        const emits = finished.filter((span) => span.name.startsWith("emit"))
+        // (withTransaction makes a span of its own, so inside a transaction a caller is always traced.)
+        assert.deepStrictEqual(emits.map((span) => span.name), ["emit shop/order.placed"])
+        const [emit] = emits
+        assert.strictEqual(emit!.kind, SpanKind.PRODUCER)
+        assert.strictEqual(emit!.attributes["durable_emitter.transactional"], true)
+        assert.strictEqual(emit!.attributes["messaging.operation.name"], "emit")
+        assert.strictEqual(emit!.attributes["cloudevents.event_type"], "order.placed")
+        const checkout = finished.find((span) => span.name === "checkout")!
+        assert.strictEqual(emit!.spanContext().traceId, checkout.spanContext().traceId, "in the caller's trace")
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(
+        Layer.provideMerge(appClient()),
+        Layer.provideMerge(otel)
+      )))
     }))
 
   it.live("refusals: emit inside the transaction, emitInTransaction outside one, an invalid event (nothing written)", () =>
