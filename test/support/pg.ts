@@ -10,10 +10,20 @@ let prefixes = 0
 /** A table prefix no other test (or concurrent test run) uses. */
 export const freshPrefix = () => `${runId}_${prefixes++}`
 
-/** Drops every table of a prefix; runs on its own short-lived connection. */
+/**
+ * Drops every table of a prefix, the store's and any a test made beside them (`<prefix>_orders`);
+ * runs on its own short-lived connection. The shared database has autovacuum off: a table left
+ * behind stays, and so do its catalog rows.
+ */
 export const dropTables = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
-    sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_events, ${prefix}_sequences, ${prefix}_dead_letters, ${prefix}_pending, ${prefix}_migrations, ${prefix}_rotation`)
+    Effect.flatMap(
+      sql.unsafe<{ name: string }>(
+        "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, $1)",
+        [`${prefix}_`]
+      ),
+      (rows) => rows.length === 0 ? Effect.void : sql.unsafe(`DROP TABLE IF EXISTS ${rows.map((r) => r.name).join(", ")} CASCADE`)
+    )
   ).pipe(
     Effect.provide(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 })),
     Effect.orDie
