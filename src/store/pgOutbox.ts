@@ -55,24 +55,30 @@ export const createPending = (t: Tables): ReadonlyArray<string> => {
 
 export const outboxStatements = (t: Tables) => {
   const o = outboxNames(t)
+  /**
+   * Inserts `rows` (event_id, source, type, payload, created_at) into the pending table and queues
+   * the NOTIFY in the same statement; PostgreSQL delivers it only if the transaction commits.
+   */
+  const insertAndNotify = (rows: string, columns: string) => `
+    WITH i AS (
+      INSERT INTO ${o.pending} (event_id, source, type, payload, created_at)
+      ${rows}
+      RETURNING 1
+    )
+    SELECT ${columns} FROM (SELECT pg_notify('${o.channel}', '') IS NULL AS notified FROM (SELECT count(*) FROM i) AS c) AS n`
   return {
-    /**
-     * Inside the caller's transaction. The NOTIFY is queued by the same statement and delivered by
-     * PostgreSQL only if the transaction commits.
-     */
+    /** Inside the caller's transaction, any number of events (see `insertAndNotify`). */
     insertPending: statement({
       operation: "write in transaction",
       params: ["eventIds", "sources", "types", "payloads", "now"],
       columns: { notified: "n.notified" },
-      text: (p, columns) => `
-        WITH i AS (
-          INSERT INTO ${o.pending} (event_id, source, type, payload, created_at)
-          SELECT event_id, source, type, payload, ${ts(p.now)}
+      text: (p, columns) =>
+        insertAndNotify(
+          `SELECT event_id, source, type, payload, ${ts(p.now)}
           FROM unnest(${p.eventIds}::text[], ${p.sources}::text[], ${p.types}::text[], ${p.payloads}::bytea[])
-            AS u(event_id, source, type, payload)
-          RETURNING 1
-        )
-        SELECT ${columns} FROM (SELECT pg_notify('${o.channel}', '') IS NULL AS notified FROM (SELECT count(*) FROM i) AS c) AS n`,
+            AS u(event_id, source, type, payload)`,
+          columns
+        ),
       bind: ({ events, now }: { readonly events: ReadonlyArray<NewEvent>; readonly now: number }) => ({
         eventIds: events.map((e) => e.eventId),
         sources: events.map((e) => e.source),
@@ -92,13 +98,7 @@ export const outboxStatements = (t: Tables) => {
       operation: "write in transaction",
       params: ["eventId", "source", "type", "payload", "now"],
       columns: { notified: "n.notified" },
-      text: (p, columns) => `
-        WITH i AS (
-          INSERT INTO ${o.pending} (event_id, source, type, payload, created_at)
-          VALUES (${p.eventId}, ${p.source}, ${p.type}, ${p.payload}, ${ts(p.now)})
-          RETURNING 1
-        )
-        SELECT ${columns} FROM (SELECT pg_notify('${o.channel}', '') IS NULL AS notified FROM i) AS n`,
+      text: (p, columns) => insertAndNotify(`VALUES (${p.eventId}, ${p.source}, ${p.type}, ${p.payload}, ${ts(p.now)})`, columns),
       bind: ({ event, now }: { readonly event: NewEvent; readonly now: number }) => ({
         eventId: event.eventId,
         source: event.source,
