@@ -44,7 +44,9 @@ export const make = (options: AcksOptions, store: Store["Service"], settle: Sett
     const limits: TakeBatch.BatchLimits<Item> = { maxWeight: options.deleteBatchSize, lingerMs: options.deleteLingerMs }
     /** Row ids from `offer` until their item is settled (bounded like the queue plus one batch). */
     const awaiting = new Set<bigint>()
-    const done = (items: ReadonlyArray<Item>) => Effect.sync(() => items.forEach((i) => awaiting.delete(i.event.rowId)))
+    /** Every way an acknowledged item ends goes through here, so `awaiting` forgets it then. */
+    const settleAcked: Settle = (items, outcome) =>
+      Effect.andThen(Effect.sync(() => items.forEach((i) => awaiting.delete(i.event.rowId))), settle(items, outcome))
 
     /** Retries until the store answers; logs the episode's start and end. */
     const deleteRows = (ids: ReadonlyArray<bigint>) =>
@@ -59,22 +61,21 @@ export const make = (options: AcksOptions, store: Store["Service"], settle: Sett
 
     const deleteBatch = (items: ReadonlyArray<Item>) =>
       deleteRows(items.map((i) => i.event.rowId)).pipe(
-        Effect.andThen(settle(items, Delivered)),
-        Effect.catchDefect((defect) => settle(items, { _tag: "Undeleted", why: `defect in the delete: ${String(defect)}` })),
-        Effect.onInterrupt(() => settle(items, stopped)),
-        Effect.ensuring(done(items))
+        Effect.andThen(settleAcked(items, Delivered)),
+        Effect.catchDefect((defect) => settleAcked(items, { _tag: "Undeleted", why: `defect in the delete: ${String(defect)}` })),
+        Effect.onInterrupt(() => settleAcked(items, stopped))
       )
 
     // Registered before the fiber is forked, so it runs after the fiber is interrupted (finalizers
     // run in reverse order): the acks still queued at close are counted as Undeleted.
-    yield* Effect.addFinalizer(() => Effect.flatMap(Queue.clear(queue), (left) => Effect.andThen(settle(left, stopped), done(left))))
+    yield* Effect.addFinalizer(() => Effect.flatMap(Queue.clear(queue), (left) => settleAcked(left, stopped)))
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(TakeBatch.take(queue, limits), (batch) => deleteBatch(batch.items))))
 
     /** The slow path: waits for room item by item; what a shutdown leaves unqueued is counted too. */
     const offerWaiting = (items: ReadonlyArray<Item>) =>
       Effect.gen(function*() {
         for (let i = 0; i < items.length; i++) {
-          yield* Queue.offer(queue, items[i]!).pipe(Effect.onInterrupt(() => Effect.andThen(settle(items.slice(i), stopped), done(items.slice(i)))))
+          yield* Queue.offer(queue, items[i]!).pipe(Effect.onInterrupt(() => settleAcked(items.slice(i), stopped)))
         }
       })
 
