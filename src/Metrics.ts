@@ -52,11 +52,16 @@ export const series = <M extends Metric.Metric<any, any>>(metric: M, attributes:
   let found = byKey.get(k)
   if (found === undefined) {
     if (byKey.size >= maxSeries) byKey.clear()
-    const make = makers.get(metric)
-    found = make === undefined ? Metric.withAttributes(metric, attributes) : make(attributes)
+    found = seriesOf(metric, attributes)
     byKey.set(k, found)
   }
   return found as M
+}
+
+/** Builds the series (uncached: for callers that keep their own). */
+const seriesOf = <M extends Metric.Metric<any, any>>(metric: M, attributes: Attributes): M => {
+  const make = makers.get(metric)
+  return (make === undefined ? Metric.withAttributes(metric, attributes) : make(attributes)) as M
 }
 
 const sizeBoundaries = Metric.exponentialBoundaries({ start: 1, factor: 2, count: 16 })
@@ -149,7 +154,7 @@ export const countByKey = (
 
 /**
  * The emit duration (messaging.client.operation.duration, operation create) of one destination,
- * in seconds, built once (`series`): this is updated for every committed event.
+ * in seconds, built once and kept by source, then type: this is updated for every committed event.
  */
 const emitDurations = new Map<string, Map<string, Metric.Metric<number, Metric.HistogramState>>>()
 export const emitDurationOf = (source: string, type: string) => {
@@ -162,12 +167,12 @@ export const emitDurationOf = (source: string, type: string) => {
   let histogram = byType.get(type)
   if (histogram === undefined) {
     const destination = Semconv.destinationOf(source, type)
-    histogram = series(operationDuration, {
+    histogram = seriesOf(operationDuration, {
       [Semconv.ATTR_MESSAGING_SYSTEM]: Semconv.MESSAGING_SYSTEM,
       [Semconv.ATTR_MESSAGING_OPERATION_NAME]: Semconv.OPERATION_EMIT,
       [Semconv.ATTR_MESSAGING_OPERATION_TYPE]: Semconv.MESSAGING_OPERATION_TYPE_VALUE_CREATE,
       [Semconv.ATTR_MESSAGING_DESTINATION_NAME]: destination
-    }, `create\u0000${destination}`)
+    })
     byType.set(type, histogram)
   }
   return histogram
