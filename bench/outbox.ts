@@ -134,8 +134,11 @@ export const run = (args: BenchArgs) => {
       duplicates = 0
 
       const cpu = cpuWindow({ "ingest server": server.pid })
+      // Each outbox phase's deliveries are flushed before the next baseline phase: the baseline
+      // must not share the machine with the previous phase's backlog (that would lower it).
       const base1 = yield* transactionsFor(seconds / 2, plain)
       const out1 = yield* transactionsFor(seconds / 2, withEvent)
+      yield* bounded("flush", 120_000, emitter.flush)
       const base2 = yield* transactionsFor(seconds / 2, plain)
       const out2 = yield* transactionsFor(seconds / 2, withEvent)
       yield* bounded("flush", 120_000, emitter.flush)
