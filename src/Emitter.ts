@@ -114,6 +114,9 @@ export class Emitter extends Context.Service<Emitter, {
 /** W3C traceparent of a span, carried in the event so a consumer continues the trace. */
 const traceparentOf = (span: Tracer.AnySpan) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 
+/** The emit span's call site would be this file, not the caller's: a stack trace per emit would say nothing. */
+const noCallSite = false
+
 const emitSpanAttributes = {
   [Semconv.ATTR_MESSAGING_SYSTEM]: Semconv.MESSAGING_SYSTEM,
   [Semconv.ATTR_MESSAGING_OPERATION_NAME]: Semconv.OPERATION_EMIT,
@@ -254,7 +257,7 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
           Effect.withSpan(Semconv.spanName(Semconv.OPERATION_EMIT, Semconv.sharedDestination(inputs)), {
             kind: "producer",
             attributes
-          })
+          }, { captureStackTrace: noCallSite })
         )
     )
 

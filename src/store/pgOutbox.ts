@@ -1,7 +1,8 @@
 /**
  * The transactional outbox's SQL. An event emitted inside the application's transaction is written
- * to the pending table on THAT transaction's connection, unnumbered, and a NOTIFY goes with it
- * (PostgreSQL delivers it only on commit). After the commit a promoter moves committed pending rows
+ * to the pending table on THAT transaction's connection, unnumbered: one INSERT, nothing else (no
+ * NOTIFY: PostgreSQL serializes every NOTIFYing commit, WAL flush included, behind one lock; see
+ * src/Outbox.ts). After the commit a promoter moves committed pending rows
  * into the events table in one statement, numbering them there: a rolled-back event never existed,
  * consumes no sequence number, and a long application transaction holds no lock another emitter of
  * the same (source, type) needs (it only inserted into the pending table).
@@ -25,8 +26,6 @@ interface Tables extends EventsNames {
 export interface OutboxNames {
   readonly pending: string
   readonly pendingIdSeq: string
-  /** The NOTIFY channel of this table prefix. */
-  readonly channel: string
   /** The promoters' advisory-lock key text. */
   readonly promoteLock: string
 }
@@ -34,7 +33,6 @@ export interface OutboxNames {
 export const outboxNames = (t: Tables): OutboxNames => ({
   pending: `${t.prefix}_pending`,
   pendingIdSeq: `${t.prefix}_pending_id_seq`,
-  channel: `${t.prefix}_outbox`,
   promoteLock: `durable-emitter:promote:${t.prefix}`
 })
 
@@ -55,29 +53,18 @@ export const createPending = (t: Tables): ReadonlyArray<string> => {
 
 export const outboxStatements = (t: Tables) => {
   const o = outboxNames(t)
-  /**
-   * Inserts `rows` (event_id, source, type, payload, created_at) into the pending table and queues
-   * the NOTIFY in the same statement; PostgreSQL delivers it only if the transaction commits.
-   */
-  const insertAndNotify = (rows: string, columns: string) => `
-    WITH i AS (
-      INSERT INTO ${o.pending} (event_id, source, type, payload, created_at)
-      ${rows}
-      RETURNING 1
-    )
-    SELECT ${columns} FROM (SELECT pg_notify('${o.channel}', '') IS NULL AS notified FROM (SELECT count(*) FROM i) AS c) AS n`
+  const insertPending = (rows: string) => `INSERT INTO ${o.pending} (event_id, source, type, payload, created_at) ${rows}`
   return {
-    /** Inside the caller's transaction, any number of events (see `insertAndNotify`). */
+    /** Inside the caller's transaction, any number of events. */
     insertPending: statement({
       operation: "write in transaction",
       params: ["eventIds", "sources", "types", "payloads", "now"],
-      columns: { notified: "n.notified" },
-      text: (p, columns) =>
-        insertAndNotify(
+      columns: {},
+      text: (p) =>
+        insertPending(
           `SELECT event_id, source, type, payload, ${ts(p.now)}
           FROM unnest(${p.eventIds}::text[], ${p.sources}::text[], ${p.types}::text[], ${p.payloads}::bytea[])
-            AS u(event_id, source, type, payload)`,
-          columns
+            AS u(event_id, source, type, payload)`
         ),
       bind: ({ events, now }: { readonly events: ReadonlyArray<NewEvent>; readonly now: number }) => ({
         eventIds: events.map((e) => e.eventId),
@@ -92,13 +79,13 @@ export const outboxStatements = (t: Tables) => {
     /**
      * One event, the usual call: scalar parameters. The arrays of `insertPending` cost this
      * process ~60 µs more per statement to encode (measured: a transaction with this form did
-     * 1.3× the rate of one with the arrays, both with the NOTIFY).
+     * 1.3× the rate of one with the arrays).
      */
     insertPendingOne: statement({
       operation: "write in transaction",
       params: ["eventId", "source", "type", "payload", "now"],
-      columns: { notified: "n.notified" },
-      text: (p, columns) => insertAndNotify(`VALUES (${p.eventId}, ${p.source}, ${p.type}, ${p.payload}, ${ts(p.now)})`, columns),
+      columns: {},
+      text: (p) => insertPending(`VALUES (${p.eventId}, ${p.source}, ${p.type}, ${p.payload}, ${ts(p.now)})`),
       bind: ({ event, now }: { readonly event: NewEvent; readonly now: number }) => ({
         eventId: event.eventId,
         source: event.source,
@@ -109,29 +96,30 @@ export const outboxStatements = (t: Tables) => {
       decode: () => undefined
     }),
 
-    /** Serializes promoters across processes until the promoting transaction ends. */
-    lock: statement({
-      operation: "promote",
-      params: [],
-      columns: { locked: "pg_advisory_xact_lock(hashtextextended('" + o.promoteLock + "', 0)) IS NULL" },
-      text: (_, columns) => `SELECT ${columns}`,
-      bind: (_: void) => ({}),
-      decode: () => undefined
-    }),
-
     /**
      * Moves the oldest committed pending rows into the events table, numbered per (source, type)
-     * in insert order after each key's last seq; the sequences rows are locked in (source, type)
-     * order as `append` does, so the two cannot deadlock. created_at keeps the emit time (the time
-     * to live counts from it); next_attempt_at is the promoter's first lease.
+     * in insert order after each key's last seq, in ONE statement (its own transaction: a
+     * promotion is one round trip). It first takes the promoters' advisory lock, held until the
+     * statement's transaction ends, so one promoter at a time (in any process) numbers. A promoter
+     * that waited for the lock reads with the snapshot it started with: rows the other promoter
+     * moved meanwhile are skipped by the DELETE (already deleted), and the sequences upsert adds to
+     * the latest committed `last`, so nothing is moved twice and numbers stay gap-free. The
+     * sequences rows are locked in (source, type) order as `append` does, so the two cannot
+     * deadlock. created_at keeps the emit time (the time to live counts from it); next_attempt_at
+     * is the promoter's first lease.
      */
     promote: statement({
       operation: "promote",
       params: ["limit", "leaseUntil"],
       columns: { ...eventColumns, lease_until: ms("next_attempt_at"), attempts: "attempts" },
       text: (p, columns) => `
-        WITH moved AS (
-          DELETE FROM ${o.pending} WHERE id IN (SELECT id FROM ${o.pending} ORDER BY id LIMIT ${p.limit})
+        WITH locked AS (
+          SELECT pg_advisory_xact_lock(hashtextextended('${o.promoteLock}', 0)) IS NOT NULL AS held
+        ),
+        moved AS (
+          DELETE FROM ${o.pending}
+          WHERE (SELECT held FROM locked)
+            AND id = ANY(ARRAY(SELECT id FROM ${o.pending} ORDER BY id LIMIT ${p.limit}))
           RETURNING id, source, type, event_id, payload, created_at
         ),
         ranked AS (
