@@ -20,6 +20,7 @@ import {
   bounded,
   cpuLine,
   cpuWindow,
+  type CpuUse,
   databaseUrl,
   freshPrefix,
   int,
@@ -53,9 +54,24 @@ const dropOrders = (prefix: string) =>
     Effect.ignore
   )
 
-/** `concurrency` fibers running `transaction` back to back for `seconds`; answers commits per second and commit times. */
-const transactionsFor = <E, R>(seconds: number, transaction: (i: number) => Effect.Effect<void, E, R>) =>
+/** CPU microseconds per committed transaction of each process, over one phase. */
+const cpuPerTransaction = (cpu: CpuUse, elapsedMs: number, committed: number) => {
+  const us = (pct: number) => committed === 0 ? NaN : (pct / 100) * elapsedMs * 1000 / committed
+  return {
+    process: us(cpu.processPct),
+    postgres: us(cpu.postgresPct),
+    ingest: us(cpu.othersPct["ingest server"] ?? 0)
+  }
+}
+type CpuPerTransaction = ReturnType<typeof cpuPerTransaction>
+
+/**
+ * `concurrency` fibers running `transaction` back to back for `seconds`; answers commits per
+ * second, commit times and the CPU each process spent per commit (`ingestPid`: the ingest server).
+ */
+const transactionsFor = <E, R>(seconds: number, ingestPid: number, transaction: (i: number) => Effect.Effect<void, E, R>) =>
   Effect.gen(function*() {
+    const cpu = cpuWindow({ "ingest server": ingestPid })
     let committed = 0
     let failed = 0
     let firstError: unknown
@@ -77,10 +93,13 @@ const transactionsFor = <E, R>(seconds: number, transaction: (i: number) => Effe
         }
       }), { concurrency: "unbounded", discard: true })
     const elapsed = since(start)
-    return { committed, failed, firstError, perSecond: committed / (elapsed / 1000), latency: summarize(latency.values) }
+    const cpuPer = cpuPerTransaction(cpu.end(), elapsed, committed)
+    return { committed, failed, firstError, perSecond: committed / (elapsed / 1000), latency: summarize(latency.values), cpuPer }
   })
 
 const note = "x".repeat(64)
+
+const roundCpu = (c: CpuPerTransaction) => ({ process: round(c.process, 0), postgres: round(c.postgres, 0), ingest: round(c.ingest, 0) })
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("outbox")
@@ -125,8 +144,8 @@ export const run = (args: BenchArgs) => {
         })).pipe(Effect.map((receipt) => void committedAt.set(receipt.id, performance.now())))
 
       // Warm-up of both kinds, then the measured phases, alternating baseline and outbox twice.
-      yield* transactionsFor(1, plain)
-      yield* transactionsFor(1, withEvent)
+      yield* transactionsFor(1, server.pid, plain)
+      yield* transactionsFor(1, server.pid, withEvent)
       yield* bounded("flush after warm-up", 60_000, emitter.flush)
       committedAt.clear()
       commitToAck.clear()
@@ -136,11 +155,11 @@ export const run = (args: BenchArgs) => {
       const cpu = cpuWindow({ "ingest server": server.pid })
       // Each outbox phase's deliveries are flushed before the next baseline phase: the baseline
       // must not share the machine with the previous phase's backlog (that would lower it).
-      const base1 = yield* transactionsFor(seconds / 2, plain)
-      const out1 = yield* transactionsFor(seconds / 2, withEvent)
+      const base1 = yield* transactionsFor(seconds / 2, server.pid, plain)
+      const out1 = yield* transactionsFor(seconds / 2, server.pid, withEvent)
       yield* bounded("flush", 120_000, emitter.flush)
-      const base2 = yield* transactionsFor(seconds / 2, plain)
-      const out2 = yield* transactionsFor(seconds / 2, withEvent)
+      const base2 = yield* transactionsFor(seconds / 2, server.pid, plain)
+      const out2 = yield* transactionsFor(seconds / 2, server.pid, withEvent)
       yield* bounded("flush", 120_000, emitter.flush)
       const cpuUse = cpu.end()
 
@@ -176,6 +195,14 @@ export const run = (args: BenchArgs) => {
     const lost = committedIds.filter((id) => !acked.has(id)).length
     const deliveredOfCommitted = committedIds.length - lost
     const latency = summarize(commitToAck.values)
+    const meanCpu = (phases: ReadonlyArray<{ cpuPer: CpuPerTransaction }>): CpuPerTransaction => ({
+      process: phases.reduce((n, p) => n + p.cpuPer.process, 0) / phases.length,
+      postgres: phases.reduce((n, p) => n + p.cpuPer.postgres, 0) / phases.length,
+      ingest: phases.reduce((n, p) => n + p.cpuPer.ingest, 0) / phases.length
+    })
+    const baseCpu = meanCpu(measured.base)
+    const outboxCpu = meanCpu(measured.outbox)
+    const cpuText = (c: CpuPerTransaction) => `this process ${int(c.process)}, PostgreSQL ${int(c.postgres)}, ingest server ${int(c.ingest)}`
     const failed = [...measured.base, ...measured.outbox].reduce((n, p) => n + p.failed, 0)
     const firstError = [...measured.base, ...measured.outbox].find((p) => p.firstError !== undefined)?.firstError
     const report = [
@@ -187,7 +214,8 @@ export const run = (args: BenchArgs) => {
       `  ${latencyLine("transaction (with the event)", measured.outbox[0]!.latency)}`,
       `  ${latencyLine(`emit beside a transaction open on the same key (${measured.blockedCount} emits)`, measured.blocked)} (target p99 ≤ 10 ms)`,
       `  transactional events committed ${int(committedIds.length)}, delivered ${int(deliveredOfCommitted)} (by id); lost ${lost}, duplicates ${duplicates}`,
-      `  ${cpuLine(measured.cpu)} (over the baseline and outbox phases)`
+      `  ${cpuLine(measured.cpu)} (over the baseline and outbox phases)`,
+      `  CPU µs per transaction: baseline ${cpuText(baseCpu)}; with the event ${cpuText(outboxCpu)}`
     ]
     return {
       report,
@@ -205,7 +233,8 @@ export const run = (args: BenchArgs) => {
         duplicates,
         failedTransactions: failed,
         concurrency,
-        poolSize
+        poolSize,
+        cpuPerTransactionUs: { baseline: roundCpu(baseCpu), outbox: roundCpu(outboxCpu) }
       }
     } satisfies ScenarioResult
   }))).pipe(Effect.provide(quietLogs))
