@@ -5,9 +5,13 @@
  */
 import { toBinary } from "@bufbuild/protobuf"
 import { Clock, Deferred, Effect, Fiber, Metric, Queue } from "effect"
+import { SqlClient } from "effect/sql"
 import * as Event from "../src/Event.ts"
 import { CloudEventSchema } from "../src/gen/io/cloudevents/v1/cloudevent_pb.js"
-import { type BenchArgs, benchInput, data, prepared, round, type ScenarioResult } from "./common.ts"
+import * as GrpcTransport from "../src/transport/GrpcTransport.ts"
+import { Transport } from "../src/Transport.ts"
+import { adminClient, type BenchArgs, benchInput, data, prepared, round, type ScenarioResult } from "./common.ts"
+import { ingestServer } from "./delivery.ts"
 
 const syncCost = (iterations: number, f: () => unknown) => {
   for (let i = 0; i < Math.min(iterations, 20_000); i++) f()
@@ -24,6 +28,43 @@ const effectCost = (iterations: number, effect: Effect.Effect<unknown>) =>
     yield* loop(iterations)
     return ((performance.now() - start) * 1000) / iterations
   })
+
+/** CPU (user + system) of this process per call of `effect`, run `count` times `concurrency` at a time. */
+const roundTripCost = (count: number, concurrency: number, effect: Effect.Effect<unknown, unknown>) =>
+  Effect.gen(function*() {
+    const loop = (n: number) => Effect.forEach(Array.from({ length: n }), () => effect, { concurrency, discard: true })
+    yield* loop(Math.min(count, 50))
+    const start = process.cpuUsage()
+    yield* loop(count)
+    const used = process.cpuUsage(start)
+    return (used.user + used.system) / count
+  }).pipe(Effect.orDie)
+
+/**
+ * What one round trip costs this process in CPU, system calls included: a PublishBatch request to
+ * the reference ingest server (in its own process) and a PostgreSQL statement. On a VM these are
+ * mostly the kernel's (loopback sends, wake-ups), which per-event code costs above do not show.
+ */
+const roundTrips = (quick: boolean) =>
+  Effect.scoped(Effect.gen(function*() {
+    const server = yield* ingestServer(false)
+    const batch = (size: number) =>
+      Array.from({ length: size }, (_, i) => Event.withSeqnum(prepared(Date.now()).payload, BigInt(i + 1)))
+    const requests = quick ? 100 : 400
+    const rows: Array<[string, number]> = yield* Effect.gen(function*() {
+      const transport = yield* Transport
+      const small = batch(57)
+      const large = batch(448)
+      return [
+        ["PublishBatch request of 57 events (4 in flight), per request", yield* roundTripCost(requests, 4, transport.publishBatch(small))],
+        ["PublishBatch request of 448 events (4 in flight), per request", yield* roundTripCost(requests, 4, transport.publishBatch(large))]
+      ] as Array<[string, number]>
+    }).pipe(Effect.provide(GrpcTransport.layer({ url: server.url })), Effect.orDie)
+    const statement = yield* SqlClient.SqlClient.use((sql) => roundTripCost(quick ? 500 : 3000, 1, sql.unsafe("SELECT $1::int", [1]).values)).pipe(
+      Effect.provide(adminClient)
+    )
+    return [...rows, ["PostgreSQL statement (SELECT $1, one connection), per statement", statement]] as Array<[string, number]>
+  }))
 
 export const run = (args: BenchArgs) =>
   Effect.gen(function*() {
@@ -67,12 +108,21 @@ export const run = (args: BenchArgs) =>
       ["Clock.currentTimeMillis", yield* effectCost(n, Clock.currentTimeMillis)],
       ["Effect.option(Effect.currentSpan) without a span (fails with an Error)", yield* effectCost(n, Effect.option(Effect.currentSpan))]
     ]
-    const width = Math.max(...costs.map(([label]) => label.length))
+    const trips = yield* roundTrips(args.quick)
+    const width = Math.max(...[...costs, ...trips].map(([label]) => label.length))
+    const line = ([label, us]: [string, number]) => `  ${label.padEnd(width)}  ${round(us, 2).toFixed(2).padStart(7)} µs`
     return {
       report: [
         `costs: CPU per call in this process (${n.toLocaleString("en-US")} iterations each, payload ${event.payload.length} bytes)`,
-        ...costs.map(([label, us]) => `  ${label.padEnd(width)}  ${round(us, 2).toFixed(2).padStart(7)} µs`)
+        ...costs.map(line),
+        `round trips: CPU of this process per call, system calls included`,
+        ...trips.map(line)
       ],
-      json: { scenario: "costs", payloadBytes: event.payload.length, microseconds: Object.fromEntries(costs.map(([k, v]) => [k.trim(), round(v, 3)])) }
+      json: {
+        scenario: "costs",
+        payloadBytes: event.payload.length,
+        microseconds: Object.fromEntries(costs.map(([k, v]) => [k.trim(), round(v, 3)])),
+        roundTripMicroseconds: Object.fromEntries(trips.map(([k, v]) => [k.trim(), round(v, 1)]))
+      }
     } satisfies ScenarioResult
   })
