@@ -27,7 +27,7 @@ import * as FailureEpisode from "./publisher/FailureEpisode.ts"
 import { advance, type Item, item, makeSettle } from "./publisher/Item.ts"
 import * as Overflow from "./publisher/Overflow.ts"
 import * as PushBackGate from "./publisher/PushBackGate.ts"
-import { retrySchedule, type RetrySchedule } from "./publisher/retrySchedule.ts"
+import { RetryPolicy, retrySchedule, type RetrySchedule } from "./publisher/retrySchedule.ts"
 import * as RetryThrottle from "./publisher/retryThrottle.ts"
 import { makeSend } from "./publisher/Sender.ts"
 import * as TakeBatch from "./publisher/takeBatch.ts"
@@ -35,7 +35,7 @@ import * as TransportHealth from "./publisher/TransportHealth.ts"
 import { Store, type StoredEvent } from "./Store.ts"
 import { Transport } from "./Transport.ts"
 
-export { type RetryInput, retrySchedule, type RetrySchedule } from "./publisher/retrySchedule.ts"
+export { type RetryInput, RetryPolicy, retrySchedule, type RetrySchedule } from "./publisher/retrySchedule.ts"
 export { defaultRetryThrottle, type RetryThrottleOptions } from "./publisher/retryThrottle.ts"
 export type { TransportState } from "./publisher/TransportHealth.ts"
 
@@ -47,7 +47,7 @@ export type PublisherOptions =
     | "shutdownTimeoutMs" | "requestTimeoutMs"
   >
   & {
-    /** Replaces the retry policy built from retryBaseDelay, retryMaxDelay and retryBudget. */
+    /** Replaces the retry policy built from retryBaseDelay, retryMaxDelay and retryBudget (and RetryPolicy). */
     readonly retrySchedule?: RetrySchedule | undefined
     /** The client-side retry throttle (gRPC's `retryThrottling`); default 10 tokens, ratio 0.1. */
     readonly retryThrottle?: RetryThrottle.RetryThrottleOptions | undefined
@@ -106,7 +106,7 @@ const make = Effect.fnUntraced(function*(options: PublisherOptions) {
     acks,
     health,
     settle,
-    retrySchedule: options.retrySchedule ?? retrySchedule(options),
+    retrySchedule: options.retrySchedule ?? (yield* RetryPolicy) ?? retrySchedule(options),
     gate: PushBackGate.make(),
     throttle: RetryThrottle.make(options.retryThrottle),
     episodes,

@@ -3,7 +3,7 @@
  * also how users test their own code against the emitter.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Metric, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Metric, Schedule, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { DurableEmitter } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
@@ -11,6 +11,7 @@ import { InvalidEvent } from "../src/Errors.ts"
 import * as Event from "../src/Event.ts"
 import { storageVerdict } from "../src/Health.ts"
 import * as Metrics from "../src/Metrics.ts"
+import { RetryPolicy } from "../src/Publisher.ts"
 import { Store } from "../src/Store.ts"
 import * as MemoryStore from "../src/testing/MemoryStore.ts"
 import { Script, ScriptedTransport } from "../src/testing/ScriptedTransport.ts"
@@ -34,6 +35,19 @@ describe("Emitter", () => {
       assert.strictEqual(sent!.seqnum, "1")
       assert.strictEqual(yield* backlog, 0)
     }).pipe(Effect.provide(TestLayer)))
+
+  it.effect("a RetryPolicy provided under the emitter's layer replaces the retry Schedule built from the options", () =>
+    Effect.gen(function*() {
+      const script = yield* ScriptedTransport
+      yield* script.setDefault(Script.unavailable())
+      yield* Emitter.emit({ source: "s", type: "t" })
+      const flushing = yield* Effect.forkChild(Emitter.flush)
+      for (let i = 0; i < 30; i++) yield* TestClock.adjust(1_000)
+      yield* Fiber.join(flushing)
+      // The options' policy would have retried after ~100 ms, ~200 ms, …: this one waits 7 s, twice.
+      assert.deepStrictEqual((yield* script.calls).map((c) => c.at), [0, 7_000, 14_000])
+      assert.strictEqual(yield* backlog, 1)
+    }).pipe(Effect.provide(TestLayer.pipe(Layer.provide(RetryPolicy.layer(Schedule.spaced("7 seconds").pipe(Schedule.upTo({ times: 2 }))))))))
 
   it.effect("numbers events per source and type", () =>
     Effect.gen(function*() {

@@ -4,9 +4,11 @@
  * server's push-back (a server that asks for 3 s gets at least 3 s, even above the cap), and ending
  * once the next attempt would start past `retryBudget` (the rows are then left to the retransmitter).
  *
- * Override it with the Publisher's `retrySchedule` option; any Schedule over RetryInput will do.
+ * Override it with any Schedule over RetryInput: provide `RetryPolicy` under the emitter's layer
+ * (`DurableEmitter.layerWith(options).pipe(Layer.provide(RetryPolicy.layer(schedule)))`), or give
+ * `Publisher.layer` its `retrySchedule` option.
  */
-import { Duration, Effect, Schedule } from "effect"
+import { Context, Duration, Effect, Layer, Schedule } from "effect"
 import type { EmitterOptions } from "../Config.ts"
 
 /** What a sender tells its schedule before each retry. */
@@ -18,6 +20,19 @@ export interface RetryInput {
 }
 
 export type RetrySchedule = Schedule.Schedule<unknown, RetryInput>
+
+/**
+ * The retry policy the emitter's layers use instead of the one built from retryBaseDelay,
+ * retryMaxDelay and retryBudget; none by default. A Context reference (a Schedule is code, not
+ * configuration: it has no place in the option table or the environment).
+ */
+export const RetryPolicy = Object.assign(
+  Context.Reference<RetrySchedule | undefined>("durable-emitter/RetryPolicy", { defaultValue: () => undefined }),
+  {
+    /** Provides `schedule` as the retry policy of every emitter layer built under it. */
+    layer: (schedule: RetrySchedule): Layer.Layer<never> => Layer.succeed(RetryPolicy, schedule)
+  }
+)
 
 export type RetryScheduleOptions = Pick<EmitterOptions, "retryBaseDelayMs" | "retryMaxDelayMs" | "retryBudgetMs">
 
