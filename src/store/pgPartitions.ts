@@ -48,9 +48,13 @@ export const leafTables = (table: string) => `
 export const eventsTableBytes = (t: Pick<EventsNames, "events">) =>
   `(SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::int8 FROM (${leafTables(t.events)}) leaves)`
 
-/** Dead rows in the events table, as the statistics system counts them (reset by TRUNCATE). */
+/**
+ * Dead rows in the events table, as the statistics system counts them (reset by TRUNCATE). Read
+ * per partition, not through pg_stat_user_tables: that view scans pg_class and pg_index whole,
+ * and without autovacuum pg_class only grows.
+ */
 export const eventsDeadTuples = (t: Pick<EventsNames, "events">) =>
-  `(SELECT coalesce(sum(n_dead_tup), 0)::int8 FROM pg_stat_user_tables WHERE relid IN (${leafTables(t.events)}))`
+  `(SELECT coalesce(sum(pg_stat_get_dead_tuples(relid)), 0)::int8 FROM (${leafTables(t.events)}) leaves)`
 
 /**
  * Migration 2: the table of migration 1 (plain, identity id) becomes the partitioned one, with
