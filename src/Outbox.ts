@@ -117,11 +117,19 @@ const make = Effect.fnUntraced(function*(options: OutboxOptions) {
     return events.length
   })
 
-  const promoteAll: Effect.Effect<void, StoreError> = promoting.withPermits(1)(
+  /**
+   * Never in the caller's transaction (`Emitter.flush` may be called inside one): there the
+   * promotion would see, move and hand over the caller's own uncommitted events, which a rollback
+   * would then take back after they were sent. On a pool connection it sees only committed rows.
+   */
+  const outsideTransactions = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+    Effect.updateContext(effect, (context: Context.Context<never>) => Context.omit(sql.transactionService)(context))
+
+  const promoteAll: Effect.Effect<void, StoreError> = outsideTransactions(promoting.withPermits(1)(
     Effect.gen(function*() {
       while ((yield* promoteBatch) >= options.claimBatchSize) { /* more may wait */ }
     })
-  )
+  ))
 
   const vacuum = Effect.suspend(() => {
     if (churn.promoted === 0) return Effect.void

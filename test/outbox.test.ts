@@ -135,6 +135,26 @@ describe("transactional outbox (layerFromClient)", () => {
       }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
     }))
 
+  it.live("Emitter.flush inside the transaction does not send its uncommitted events: a rollback after it leaves nothing delivered", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const rolledBack = yield* sql.withTransaction(Effect.gen(function*() {
+          const receipt = yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed", data: "never committed" })
+          // The promotion runs on a pool connection, where this transaction's row is not visible.
+          yield* Emitter.flush
+          return yield* Effect.fail(receipt)
+        })).pipe(Effect.flip)
+        const committed = yield* sql.withTransaction(Emitter.emitInTransaction({ source: "shop", type: "order.placed", data: "committed" }))
+        yield* Emitter.flush
+        assert.isFalse(server.received.ids.has(rolledBack.id))
+        assert.deepStrictEqual([...server.received.ids], [committed.id])
+        assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1"])
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
+    }))
+
   it.live("a transactional emit is an `emit {destination}` producer span marked transactional, a child of the caller's span", () =>
     Effect.gen(function*() {
       const server = yield* ingestServer
