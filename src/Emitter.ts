@@ -278,10 +278,18 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   const inTransaction = <A>(inputs: ReadonlyArray<Event.EmitInput>, pick: (r: ReadonlyArray<TransactionalReceipt>) => A) =>
     traced(inputs, (fiber) => Effect.map(writeInTransaction(fiber, inputs), pick), transactionalSpanAttributes)
 
-  // Committed transactional events are promoted first, so flush covers them too.
+  // Committed transactional events are promoted first, so flush covers them too. Not from inside
+  // the emitter's client's transaction: what it wrote is not committed yet, what others committed
+  // their own commits already promote, and the promotion would wait for a pool connection the
+  // transaction may be holding (a pool of one).
   const promoted = Option.match(outbox, {
     onNone: () => Effect.void,
-    onSome: (o) => o.promoteAll.pipe(Effect.catchCause((cause) => Effect.logWarning("flush: promotion failed", { cause })))
+    onSome: (o) =>
+      Effect.withFiber((fiber) =>
+        o.openTransaction(fiber.context) === "emitter"
+          ? Effect.void
+          : o.promoteAll.pipe(Effect.catchCause((cause) => Effect.logWarning("flush: promotion failed", { cause })))
+      )
   })
 
   /** Delivery of everything emitted before: committed transactional events are promoted first. */

@@ -8,11 +8,14 @@ import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { SpanKind } from "@opentelemetry/api"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Effect, Exit, Fiber, Layer, Redacted } from "effect"
+import { Effect, Exit, Fiber, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
-import { DurableEmitter } from "../src/DurableEmitter.ts"
+import { resolve as resolveOptions } from "../src/Config.ts"
+import { storeOnClientLayer, transportLayer } from "../src/config/layers.ts"
+import { DurableEmitter, outboxServices } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
 import * as Event from "../src/Event.ts"
+import { Outbox } from "../src/Outbox.ts"
 import { startIngestServer } from "../src/testing/IngestServer.ts"
 import { databaseUrl, scopedPrefix } from "./support/pg.ts"
 
@@ -20,6 +23,10 @@ const ingestServer = Effect.acquireRelease(
   Effect.promise(() => startIngestServer({ record: "events" })),
   (server) => Effect.promise(() => server.close())
 )
+
+/** What layerFromClient builds, with the Outbox service exposed (the tests reach its promoteAll). */
+const outboxLayer = (options: Parameters<typeof outboxServices>[0]) =>
+  outboxServices(options).pipe(Layer.provideMerge(storeOnClientLayer(options)), Layer.provide(transportLayer(options)))
 
 /** The application's own client; the emitter shares its pool. */
 const appClient = (maxConnections = 4) => PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections })
@@ -139,20 +146,41 @@ describe("transactional outbox (layerFromClient)", () => {
     Effect.gen(function*() {
       const server = yield* ingestServer
       const prefix = yield* scopedPrefix
+      const rolledBackIds: Array<string> = []
+      /** Emits in a transaction, runs `inside` in it, then rolls it back. */
+      const rolledBack = <E, R>(data: string, inside: Effect.Effect<unknown, E, R>) =>
+        SqlClient.SqlClient.use((sql) =>
+          sql.withTransaction(Effect.gen(function*() {
+            const receipt = yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed", data })
+            rolledBackIds.push(receipt.id)
+            yield* inside
+            return yield* Effect.fail("roll back" as const)
+          }))
+        ).pipe(Effect.flip)
+      const options = resolveOptions(fastOptions(prefix, server.url))
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
-        const rolledBack = yield* sql.withTransaction(Effect.gen(function*() {
-          const receipt = yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed", data: "never committed" })
-          // The promotion runs on a pool connection, where this transaction's row is not visible.
-          yield* Emitter.flush
-          return yield* Effect.fail(receipt)
-        })).pipe(Effect.flip)
+        yield* rolledBack("flushed inside", Emitter.flush)
+        // The promotion itself never runs in the caller's transaction (it would see its row).
+        yield* rolledBack("promoted inside", Outbox.use((outbox) => outbox.promoteAll))
         const committed = yield* sql.withTransaction(Emitter.emitInTransaction({ source: "shop", type: "order.placed", data: "committed" }))
         yield* Emitter.flush
-        assert.isFalse(server.received.ids.has(rolledBack.id))
+        for (const id of rolledBackIds) assert.isFalse(server.received.ids.has(id))
         assert.deepStrictEqual([...server.received.ids], [committed.id])
         assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1"])
-      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
+      }).pipe(Effect.provide(outboxLayer(yield* options).pipe(Layer.provideMerge(appClient()))))
+      // On a pool of one connection, which the transaction holds, flush inside it does not wait for
+      // a connection (commitTimeout, 10 s here): it has nothing of that transaction to promote.
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const inside = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed", data: "pool of one" })
+          return yield* Emitter.flush.pipe(Effect.timeoutOption("3 seconds"))
+        }))
+        assert.isTrue(Option.isSome(inside), "flush inside the transaction waited for the pool")
+        yield* Emitter.flush
+        assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1", "2"])
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient(1)))))
     }))
 
   it.live("a transactional emit is an `emit {destination}` producer span marked transactional, a child of the caller's span", () =>
