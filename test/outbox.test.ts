@@ -5,10 +5,10 @@
  */
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
 import { assert, describe, it } from "@effect/vitest"
-import { PgClient } from "@effect/sql-pg"
+import { PgClient, PgTypes } from "@effect/sql-pg"
 import { SpanKind } from "@opentelemetry/api"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Effect, Exit, Fiber, Layer, Option, Redacted } from "effect"
+import { Effect, Exit, Fiber, Layer, Option, Redacted, Result } from "effect"
 import { SqlClient } from "effect/sql"
 import { resolve as resolveOptions } from "../src/Config.ts"
 import { storeOnClientLayer, transportLayer } from "../src/config/layers.ts"
@@ -181,6 +181,33 @@ describe("transactional outbox (layerFromClient)", () => {
         yield* Emitter.flush
         assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1", "2"])
       }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient(1)))))
+    }))
+
+  it.live("an application client that reads int8 as a string (its own codec): receipts still carry bigint seqs, rows are deleted", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      const types = PgTypes.makeRegistry()
+      types.register<string>(20, {
+        encode: (value) => {
+          const bytes = new Uint8Array(8)
+          new DataView(bytes.buffer).setBigInt64(0, BigInt(value))
+          return Result.succeed(bytes)
+        },
+        decode: (bytes) => Result.succeed(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigInt64(0).toString())
+      })
+      const stringInt8 = PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 4, types })
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const [probe] = yield* sql.unsafe<{ n: unknown }>("SELECT 5::int8 AS n")
+        assert.strictEqual(probe!.n, "5") // the application's choice, on its own client
+        const plain = yield* Emitter.emit({ source: "shop", type: "order.placed" })
+        assert.strictEqual(plain.seq, 1n)
+        yield* sql.withTransaction(Emitter.emitInTransaction({ source: "shop", type: "order.placed" }))
+        yield* Emitter.flush
+        assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1", "2"])
+        assert.strictEqual(yield* countRows(`${prefix}_events`), 0)
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(stringInt8))))
     }))
 
   it.live("a transactional emit is an `emit {destination}` producer span marked transactional, a child of the caller's span", () =>

@@ -10,7 +10,7 @@ import { StoreError } from "../Errors.ts"
 import type { Appended, NewEvent } from "../Store.ts"
 import { firstUnplaced, isOneKey, type KeyNumbering, numberByKey, placeByKey, placeOneKey } from "./appendPlacement.ts"
 import { currentSlot } from "./pgPartitions.ts"
-import { type Runner, statement, ts } from "./pgStatement.ts"
+import { type Runner, statement, toBigInt, ts } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
 export interface AppendOptions {
@@ -53,7 +53,7 @@ const appendOneKey = (t: Tables) =>
       nextAttemptAt: options.nextAttemptAt,
       count: events.length
     }),
-    decode: (row, c) => ({ rowId: row[c.id] as bigint, seq: row[c.seq] as bigint })
+    decode: (row, c) => ({ rowId: toBigInt(row[c.id]), seq: toBigInt(row[c.seq]) })
   })
 
 /**
@@ -108,10 +108,10 @@ const appendKeys = (t: Tables) =>
       nextAttemptAt: options.nextAttemptAt
     }),
     decode: (row, c) => ({
-      rowId: row[c.id] as bigint,
+      rowId: toBigInt(row[c.id]),
       source: row[c.source] as string,
       type: row[c.type] as string,
-      seq: row[c.seq] as bigint
+      seq: toBigInt(row[c.seq])
     })
   })
 

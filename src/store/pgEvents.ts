@@ -6,7 +6,7 @@
 import { Effect } from "effect"
 import type { Appended, ClaimOptions, ExpiredCount, ExpireOptions, StoredEvent } from "../Store.ts"
 import { deadLetterColumns } from "./pgDeadLetters.ts"
-import { decodeEvent, eventColumns, ms, type Runner, statement, toNumber, ts } from "./pgStatement.ts"
+import { decodeEvent, eventColumns, ms, type Runner, statement, toBigInt, toNumber, ts } from "./pgStatement.ts"
 import type { Tables } from "./pgSchema.ts"
 
 const statements = (t: Tables) => ({
@@ -19,7 +19,7 @@ const statements = (t: Tables) => ({
       SELECT ${columns} FROM ${t.events}
       WHERE next_attempt_at = ${ts(p.nextAttemptAt)} AND event_id = ANY(${p.ids}::text[])`,
     bind: (input: { readonly ids: ReadonlyArray<string>; readonly nextAttemptAt: number }) => input,
-    decode: (row, c): Appended => ({ rowId: row[c.id] as bigint, eventId: row[c.event_id] as string, seq: row[c.seq] as bigint })
+    decode: (row, c): Appended => ({ rowId: toBigInt(row[c.id]), eventId: row[c.event_id] as string, seq: toBigInt(row[c.seq]) })
   }),
 
   delete: statement({

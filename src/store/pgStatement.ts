@@ -107,6 +107,13 @@ export const ms = (column: string) => `(extract(epoch FROM ${column}) * 1000)::i
 export const toNumber = (value: unknown): number => typeof value === "number" ? value : Number(value)
 
 /**
+ * An int8 column (ids, seqs) as a bigint, whatever the client decodes int8 as: the application's
+ * own PgClient (`layerFromClient`) may register a codec that reads int8 as a string or a number,
+ * and a receipt's `seq` must still be the bigint its type says.
+ */
+export const toBigInt = (value: unknown): bigint => typeof value === "bigint" ? value : BigInt(value as string | number)
+
+/**
  * The driver decodes bytea as a view into the message it received. Rows outlive the query (they
  * wait in the publish queue), so each payload gets its own copy: a view would pin the whole
  * message buffer in memory.
@@ -125,11 +132,11 @@ export const eventColumns = {
 } as const
 
 export const decodeEvent = (row: Row, c: { readonly [K in keyof typeof eventColumns]: number }): EventRecord => ({
-  rowId: row[c.id] as bigint,
+  rowId: toBigInt(row[c.id]),
   eventId: row[c.event_id] as string,
   source: row[c.source] as string,
   type: row[c.type] as string,
-  seq: row[c.seq] as bigint,
+  seq: toBigInt(row[c.seq]),
   payload: ownBytes(row[c.payload]),
   createdAt: toNumber(row[c.created_at])
 })
