@@ -210,6 +210,20 @@ describe("transactional outbox (layerFromClient)", () => {
       }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(stringInt8))))
     }))
 
+  it.live("an application client that renames result columns: a second start finds its migrations applied", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      const renaming = PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 4, transformResultNames: (name) => name.toUpperCase() })
+      const emitter = DurableEmitter.layerFromClient(fastOptions(prefix, server.url))
+      const emitOne = Effect.andThen(Emitter.emit({ source: "shop", type: "order.placed" }), (receipt) => Effect.andThen(Emitter.flush, Effect.succeed(receipt.seq)))
+      yield* Effect.gen(function*() {
+        assert.strictEqual(yield* emitOne.pipe(Effect.provide(emitter)), 1n)
+        assert.strictEqual(yield* emitOne.pipe(Effect.provide(emitter)), 2n)
+      }).pipe(Effect.provide(renaming))
+      assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1", "2"])
+    }))
+
   it.live("a transactional emit is an `emit {destination}` producer span marked transactional, a child of the caller's span", () =>
     Effect.gen(function*() {
       const server = yield* ingestServer

@@ -140,8 +140,9 @@ export const migrate = (sql: SqlClient.SqlClient, t: Tables, through = Infinity)
         name text NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT now()
       )`).unprepared
-    const applied = yield* sql.unsafe<{ version: number }>(`SELECT version FROM ${t.migrations}`).unprepared
-    const done = new Set(applied.map((row) => Number(row.version)))
+    // Rows as arrays: the application's client (layerFromClient) may rename result columns.
+    const applied = yield* sql.unsafe(`SELECT version FROM ${t.migrations}`).values
+    const done = new Set(applied.map((row) => Number(row[0])))
     for (const migration of migrations) {
       if (done.has(migration.version) || migration.version > through) continue
       for (const statement of migration.statements(t)) {
