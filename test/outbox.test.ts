@@ -224,6 +224,29 @@ describe("transactional outbox (layerFromClient)", () => {
       assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1", "2"])
     }))
 
+  const clientSettings: ReadonlyArray<readonly [string, Partial<PgClient.PgClientConfig>]> = [
+    ["multiplexed", { multiplex: true }],
+    ["without prepared statements", { prepare: false }],
+    ["camelCase result names and JSON transforms", { transformJson: true, transformResultNames: (s) => s.replace(/_(\w)/g, (_, c: string) => c.toUpperCase()) }]
+  ]
+  for (const [name, settings] of clientSettings) {
+    it.live(`on an application client ${name}: plain and transactional emits, every event once, seqs 1..N`, () =>
+      Effect.gen(function*() {
+        const server = yield* ingestServer
+        const prefix = yield* scopedPrefix
+        const client = PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 4, ...settings })
+        yield* Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          yield* Effect.forEach(Array.from({ length: 200 }), () => Emitter.emit({ source: "shop", type: "order.placed" }), { concurrency: 50 })
+          yield* Effect.forEach(Array.from({ length: 50 }), () => sql.withTransaction(Emitter.emitInTransaction({ source: "shop", type: "order.placed" })), { concurrency: 10 })
+          yield* Emitter.flush
+          const seqs = server.received.events.map((e) => Number(e.seqnum)).sort((a, b) => a - b)
+          assert.deepStrictEqual(seqs, Array.from({ length: 250 }, (_, i) => i + 1))
+          assert.strictEqual(server.received.stats.duplicates, 0)
+        }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(client))))
+      }), 30_000)
+  }
+
   it.live("a transactional emit is an `emit {destination}` producer span marked transactional, a child of the caller's span", () =>
     Effect.gen(function*() {
       const server = yield* ingestServer
