@@ -114,9 +114,6 @@ export class Emitter extends Context.Service<Emitter, {
 /** W3C traceparent of a span, carried in the event so a consumer continues the trace. */
 const traceparentOf = (span: Tracer.AnySpan) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 
-/** The emit span's call site would be this file, not the caller's: a stack trace per emit would say nothing. */
-const noCallSite = false
-
 const emitSpanAttributes = {
   [Semconv.ATTR_MESSAGING_SYSTEM]: Semconv.MESSAGING_SYSTEM,
   [Semconv.ATTR_MESSAGING_OPERATION_NAME]: Semconv.OPERATION_EMIT,
@@ -257,7 +254,7 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
           Effect.withSpan(Semconv.spanName(Semconv.OPERATION_EMIT, Semconv.sharedDestination(inputs)), {
             kind: "producer",
             attributes
-          }, { captureStackTrace: noCallSite })
+          }, { captureStackTrace: false }) // its call site is this file, never the caller's: no stack per emit
         )
     )
 
@@ -278,18 +275,10 @@ const make = Effect.fnUntraced(function*(settings: EmitterSettings) {
   const inTransaction = <A>(inputs: ReadonlyArray<Event.EmitInput>, pick: (r: ReadonlyArray<TransactionalReceipt>) => A) =>
     traced(inputs, (fiber) => Effect.map(writeInTransaction(fiber, inputs), pick), transactionalSpanAttributes)
 
-  // Committed transactional events are promoted first, so flush covers them too. Not from inside
-  // the emitter's client's transaction: what it wrote is not committed yet, what others committed
-  // their own commits already promote, and the promotion would wait for a pool connection the
-  // transaction may be holding (a pool of one).
+  // Committed transactional events are promoted first, so flush covers them too.
   const promoted = Option.match(outbox, {
     onNone: () => Effect.void,
-    onSome: (o) =>
-      Effect.withFiber((fiber) =>
-        o.openTransaction(fiber.context) === "emitter"
-          ? Effect.void
-          : o.promoteAll.pipe(Effect.catchCause((cause) => Effect.logWarning("flush: promotion failed", { cause })))
-      )
+    onSome: (o) => o.promoteAll.pipe(Effect.catchCause((cause) => Effect.logWarning("flush: promotion failed", { cause })))
   })
 
   /** Delivery of everything emitted before: committed transactional events are promoted first. */

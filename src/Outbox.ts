@@ -45,7 +45,7 @@ export class Outbox extends Context.Service<Outbox, {
   readonly openTransaction: (context: Context.Context<never>) => OpenTransaction
   /** Writes the events in the calling fiber's open transaction (the caller checked there is one). */
   readonly write: (events: ReadonlyArray<NewEvent>, now: number) => Effect.Effect<void, TransactionWriteFailed>
-  /** Promotes every committed pending event now (flush uses it). */
+  /** Promotes every committed pending event now (flush uses it); nothing inside the emitter's transaction. */
   readonly promoteAll: Effect.Effect<void, StoreError>
 }>()("durable-emitter/Outbox") {
   /** The outbox on the application's PgClient; its promoter runs in the layer's scope. */
@@ -117,19 +117,22 @@ const make = Effect.fnUntraced(function*(options: OutboxOptions) {
     return events.length
   })
 
-  /**
-   * Never in the caller's transaction (`Emitter.flush` may be called inside one): there the
-   * promotion would see, move and hand over the caller's own uncommitted events, which a rollback
-   * would then take back after they were sent. On a pool connection it sees only committed rows.
-   */
-  const outsideTransactions = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-    Effect.updateContext(effect, (context: Context.Context<never>) => Context.omit(sql.transactionService)(context))
-
-  const promoteAll: Effect.Effect<void, StoreError> = outsideTransactions(promoting.withPermits(1)(
+  const promoteCommitted: Effect.Effect<void, StoreError> = promoting.withPermits(1)(
     Effect.gen(function*() {
       while ((yield* promoteBatch) >= options.claimBatchSize) { /* more may wait */ }
     })
-  ))
+  )
+
+  /**
+   * Not from inside the emitter's client's transaction (`Emitter.flush` may be called in one):
+   * there the statement would run on that transaction's connection, see its uncommitted events and
+   * hand them over, to be sent before a rollback takes them back; and on a pool of one it would
+   * wait for the connection the transaction holds. Nothing it wrote can be promoted before it
+   * commits, and what others committed their own commits promote.
+   */
+  const promoteAll: Effect.Effect<void, StoreError> = Effect.withFiber((fiber) =>
+    openTransactionIn(sql, fiber.context) === "emitter" ? Effect.void : promoteCommitted
+  )
 
   const vacuum = Effect.suspend(() => {
     if (churn.promoted === 0) return Effect.void

@@ -47,7 +47,7 @@ export type PublisherOptions =
     | "shutdownTimeoutMs" | "requestTimeoutMs"
   >
   & {
-    /** Replaces the retry policy built from retryBaseDelay, retryMaxDelay and retryBudget (and RetryPolicy). */
+    /** Replaces the retry policy built from retryBaseDelay, retryMaxDelay and retryBudget; wins over RetryPolicy. */
     readonly retrySchedule?: RetrySchedule | undefined
     /** The client-side retry throttle (gRPC's `retryThrottling`); default 10 tokens, ratio 0.1. */
     readonly retryThrottle?: RetryThrottle.RetryThrottleOptions | undefined
