@@ -25,6 +25,7 @@ import {
   freshPrefix,
   int,
   latencyLine,
+  perEvent,
   quietLogs,
   Reservoir,
   round,
@@ -54,20 +55,9 @@ const dropOrders = (prefix: string) =>
     Effect.ignore
   )
 
-/** CPU microseconds per committed transaction of each process, over one phase. */
-const cpuPerTransaction = (cpu: CpuUse, elapsedMs: number, committed: number) => {
-  const us = (pct: number) => committed === 0 ? NaN : (pct / 100) * elapsedMs * 1000 / committed
-  return {
-    process: us(cpu.processPct),
-    postgres: us(cpu.postgresPct),
-    ingest: us(cpu.othersPct["ingest server"] ?? 0)
-  }
-}
-type CpuPerTransaction = ReturnType<typeof cpuPerTransaction>
-
 /**
  * `concurrency` fibers running `transaction` back to back for `seconds`; answers commits per
- * second, commit times and the CPU each process spent per commit (`ingestPid`: the ingest server).
+ * second, commit times and the CPU each process used over the phase (`ingestPid`: the ingest server).
  */
 const transactionsFor = <E, R>(seconds: number, ingestPid: number, transaction: (i: number) => Effect.Effect<void, E, R>) =>
   Effect.gen(function*() {
@@ -93,13 +83,17 @@ const transactionsFor = <E, R>(seconds: number, ingestPid: number, transaction: 
         }
       }), { concurrency: "unbounded", discard: true })
     const elapsed = since(start)
-    const cpuPer = cpuPerTransaction(cpu.end(), elapsed, committed)
-    return { committed, failed, firstError, perSecond: committed / (elapsed / 1000), latency: summarize(latency.values), cpuPer }
+    return { committed, failed, firstError, perSecond: committed / (elapsed / 1000), latency: summarize(latency.values), cpu: cpu.end() }
   })
 
 const note = "x".repeat(64)
 
-const roundCpu = (c: CpuPerTransaction) => ({ process: round(c.process, 0), postgres: round(c.postgres, 0), ingest: round(c.ingest, 0) })
+/** CPU µs per transaction of each process (perEvent, a transaction being the event), averaged over phases. */
+const cpuPerTransaction = (phases: ReadonlyArray<{ readonly cpu: CpuUse; readonly perSecond: number }>) => {
+  const each = phases.map((p) => perEvent(p.cpu, p.perSecond))
+  const mean = (key: string) => round(each.reduce((n, e) => n + ((e as Record<string, number>)[key] ?? 0), 0) / each.length, 0)
+  return { thisProcessUs: mean("thisProcessUs"), postgresUs: mean("postgresUs"), ingestServerUs: mean("ingestServerUs") }
+}
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("outbox")
@@ -195,14 +189,10 @@ export const run = (args: BenchArgs) => {
     const lost = committedIds.filter((id) => !acked.has(id)).length
     const deliveredOfCommitted = committedIds.length - lost
     const latency = summarize(commitToAck.values)
-    const meanCpu = (phases: ReadonlyArray<{ cpuPer: CpuPerTransaction }>): CpuPerTransaction => ({
-      process: phases.reduce((n, p) => n + p.cpuPer.process, 0) / phases.length,
-      postgres: phases.reduce((n, p) => n + p.cpuPer.postgres, 0) / phases.length,
-      ingest: phases.reduce((n, p) => n + p.cpuPer.ingest, 0) / phases.length
-    })
-    const baseCpu = meanCpu(measured.base)
-    const outboxCpu = meanCpu(measured.outbox)
-    const cpuText = (c: CpuPerTransaction) => `this process ${int(c.process)}, PostgreSQL ${int(c.postgres)}, ingest server ${int(c.ingest)}`
+    const baseCpu = cpuPerTransaction(measured.base)
+    const outboxCpu = cpuPerTransaction(measured.outbox)
+    const cpuText = (c: ReturnType<typeof cpuPerTransaction>) =>
+      `this process ${c.thisProcessUs}, PostgreSQL ${c.postgresUs}, ingest server ${c.ingestServerUs}`
     const failed = [...measured.base, ...measured.outbox].reduce((n, p) => n + p.failed, 0)
     const firstError = [...measured.base, ...measured.outbox].find((p) => p.firstError !== undefined)?.firstError
     const report = [
@@ -234,7 +224,7 @@ export const run = (args: BenchArgs) => {
         failedTransactions: failed,
         concurrency,
         poolSize,
-        cpuPerTransactionUs: { baseline: roundCpu(baseCpu), outbox: roundCpu(outboxCpu) }
+        cpuPerTransaction: { baseline: baseCpu, outbox: outboxCpu }
       }
     } satisfies ScenarioResult
   }))).pipe(Effect.provide(quietLogs))
