@@ -10,12 +10,9 @@ import { SpanKind } from "@opentelemetry/api"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Effect, Exit, Fiber, Layer, Option, Redacted, Result } from "effect"
 import { SqlClient } from "effect/sql"
-import { resolve as resolveOptions } from "../src/Config.ts"
-import { storeOnClientLayer, transportLayer } from "../src/config/layers.ts"
-import { DurableEmitter, outboxServices } from "../src/DurableEmitter.ts"
+import { DurableEmitter } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
 import * as Event from "../src/Event.ts"
-import { Outbox } from "../src/Outbox.ts"
 import { startIngestServer } from "../src/testing/IngestServer.ts"
 import { databaseUrl, scopedPrefix } from "./support/pg.ts"
 
@@ -23,10 +20,6 @@ const ingestServer = Effect.acquireRelease(
   Effect.promise(() => startIngestServer({ record: "events" })),
   (server) => Effect.promise(() => server.close())
 )
-
-/** What layerFromClient builds, with the Outbox service exposed (the tests reach its promoteAll). */
-const outboxLayer = (options: Parameters<typeof outboxServices>[0]) =>
-  outboxServices(options).pipe(Layer.provideMerge(storeOnClientLayer(options)), Layer.provide(transportLayer(options)))
 
 /** The application's own client; the emitter shares its pool. */
 const appClient = (maxConnections = 4) => PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections })
@@ -146,29 +139,21 @@ describe("transactional outbox (layerFromClient)", () => {
     Effect.gen(function*() {
       const server = yield* ingestServer
       const prefix = yield* scopedPrefix
-      const rolledBackIds: Array<string> = []
-      /** Emits in a transaction, runs `inside` in it, then rolls it back. */
-      const rolledBack = <E, R>(data: string, inside: Effect.Effect<unknown, E, R>) =>
-        SqlClient.SqlClient.use((sql) =>
-          sql.withTransaction(Effect.gen(function*() {
-            const receipt = yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed", data })
-            rolledBackIds.push(receipt.id)
-            yield* inside
-            return yield* Effect.fail("roll back" as const)
-          }))
-        ).pipe(Effect.flip)
-      const options = resolveOptions(fastOptions(prefix, server.url))
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
-        yield* rolledBack("flushed inside", Emitter.flush)
-        // The promotion itself never runs in the caller's transaction (it would see its row).
-        yield* rolledBack("promoted inside", Outbox.use((outbox) => outbox.promoteAll))
+        let rolledBack = ""
+        const outcome = yield* sql.withTransaction(Effect.gen(function*() {
+          rolledBack = (yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed", data: "flushed inside" })).id
+          yield* Emitter.flush
+          return yield* Effect.fail("roll back" as const)
+        })).pipe(Effect.flip)
+        assert.strictEqual(outcome, "roll back")
         const committed = yield* sql.withTransaction(Emitter.emitInTransaction({ source: "shop", type: "order.placed", data: "committed" }))
         yield* Emitter.flush
-        for (const id of rolledBackIds) assert.isFalse(server.received.ids.has(id))
+        assert.isFalse(server.received.ids.has(rolledBack))
         assert.deepStrictEqual([...server.received.ids], [committed.id])
         assert.deepStrictEqual(server.received.events.map((e) => e.seqnum), ["1"])
-      }).pipe(Effect.provide(outboxLayer(yield* options).pipe(Layer.provideMerge(appClient()))))
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient()))))
       // On a pool of one connection, which the transaction holds, flush inside it does not wait for
       // a connection (commitTimeout, 10 s here): it has nothing of that transaction to promote.
       yield* Effect.gen(function*() {
