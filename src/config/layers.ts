@@ -39,6 +39,7 @@ export const storeLayer = (
           tablePrefix: options.tablePrefix,
           maxConnections: tuning.maxConnections ?? options.maxConnections,
           connectTimeout: options.connectTimeoutMs,
+          transactionPooling: options.transactionPooling,
           queryTimeout: serverCommitBoundMs(options.commitTimeoutMs),
           applicationName: tuning.applicationName ?? options.name
         }))),

@@ -57,6 +57,10 @@ export const table = {
   tablePrefix: option(tablePrefix, "store", "durable_emitter", "Prefix of the tables (`<prefix>_events`, `<prefix>_sequences`, `<prefix>_dead_letters`)."),
   maxConnections: option(Kinds.count, "store", 10, "PostgreSQL connection pool size."),
   connectTimeout: option(positive, "store", "10 seconds", "How long opening a PostgreSQL connection may take."),
+  transactionPooling: option(
+    Kinds.boolean, "store", false,
+    "`databaseUrl` goes through a transaction-pooling proxy (PgBouncer with `pool_mode = transaction`): connections send no session settings (set `statement_timeout` and `jit` on the role instead) and use no named prepared statements; the client's query timeout still bounds every statement."
+  ),
 
   maxEventBytes: option(Kinds.count, "emitter", 1024 * 1024, "Largest encoded CloudEvent accepted by `emit`.", mib(1024 * 1024)),
   writeBatchSize: option(Kinds.count, "emitter", 1000, "Most events in one commit (one insert statement)."),

@@ -55,6 +55,15 @@ export interface PgStoreOptions extends PgStoreClientOptions {
   readonly ssl?: PgClient.PgPoolConfig["ssl"]
   /** Default `durable-emitter`. */
   readonly applicationName?: string | undefined
+  /**
+   * The URL goes through a transaction-pooling proxy (PgBouncer, `pool_mode = transaction`): a
+   * server connection serves another client after each transaction, so nothing may live in the
+   * session. No startup parameters (PgBouncer refuses `statement_timeout` and the others at
+   * connect) and no named prepared statements (sql-pg's advice for such poolers: a name prepared
+   * on one server connection is unknown on the next, and inside a transaction that error cannot
+   * be retried); the client-side query timeout alone bounds a statement. Default false.
+   */
+  readonly transactionPooling?: boolean | undefined
 }
 
 const defaultQueryTimeout = Duration.seconds(30)
@@ -135,6 +144,18 @@ const releasedWithin = <ROut, E>(layer: Layer.Layer<ROut, E>, within: Duration.I
     return context
   }))
 
+/** What every session of the Store's own pool starts with (none through a transaction pooler). */
+const sessionSettings = (queryTimeout: Duration.Duration) => {
+  const timeoutMs = String(Math.ceil(Duration.toMillis(queryTimeout)))
+  return {
+    statement_timeout: timeoutMs,
+    idle_in_transaction_session_timeout: timeoutMs,
+    // Every statement here is a short one; JIT compiling one costs 20–140 ms (measured on the
+    // rotation's UPDATE, whose seqscan-off cost estimate passes every JIT threshold).
+    jit: "off"
+  }
+}
+
 /** How long closing the Store waits for its pool; what is left closes in the background. */
 const poolCloseWait = Duration.seconds(1)
 
@@ -154,7 +175,8 @@ export const layerFromClient = (
 /**
  * The Store with its own connection pool. A URL that can never work fails with InvalidConfig
  * (option `url`) before anything connects. Every session gets `statement_timeout` (the query
- * timeout) and `idle_in_transaction_session_timeout`, so the server bounds every statement too.
+ * timeout) and `idle_in_transaction_session_timeout`, so the server bounds every statement too;
+ * through a transaction-pooling proxy (`transactionPooling`) there is no session to set them on.
  */
 export const layer = (options: PgStoreOptions): Layer.Layer<Store, InvalidConfig | StoreError> =>
   Layer.unwrap(Effect.gen(function*() {
@@ -166,22 +188,16 @@ export const layer = (options: PgStoreOptions): Layer.Layer<Store, InvalidConfig
     if (!Number.isInteger(maxConnections) || maxConnections < 1) {
       return yield* new InvalidConfig({ option: "maxConnections", rule: "must be a positive integer" })
     }
-    const timeoutMs = String(Math.ceil(Duration.toMillis(queryTimeout)))
+    const pooled = options.transactionPooling ?? false
     const client = PgClient.layer({
       url: options.url,
       maxConnections,
       connectTimeout,
       ssl: options.ssl,
       applicationName: options.applicationName ?? "durable-emitter",
-      startupParameters: {
-        statement_timeout: timeoutMs,
-        idle_in_transaction_session_timeout: timeoutMs,
-        // Every statement here is a short one; JIT compiling one costs 20–140 ms (measured on
-        // the rotation's UPDATE, whose seqscan-off cost estimate passes every JIT threshold).
-        jit: "off"
-      }
+      ...(pooled ? { prepare: false } : { startupParameters: sessionSettings(queryTimeout) })
     })
-    return Layer.effect(Store, make({ ...options, serverTimeout: true })).pipe(
+    return Layer.effect(Store, make({ ...options, serverTimeout: !pooled })).pipe(
       Layer.provide(releasedWithin(client, poolCloseWait)),
       Layer.catchTag("SqlError", (error) => Layer.effect(Store, Effect.fail(toStoreError("connect")(error))))
     )
