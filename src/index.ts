@@ -17,7 +17,6 @@
 export * as Config from "./Config.ts"
 export { DurableEmitter, type DurableEmitterError, type DurableEmitterServices } from "./DurableEmitter.ts"
 export { EmitReceipt, Emitter, type FlushResult, type TransactionalReceipt } from "./Emitter.ts"
-export { Outbox } from "./Outbox.ts"
 export * from "./Errors.ts"
 export * as Event from "./Event.ts"
 export type { EmitInput, ExtensionValue, Json } from "./Event.ts"
