@@ -11,6 +11,7 @@ import { startIngestServer } from "../src/testing/IngestServer.ts"
 import { type Receipt, startEmitterProcess } from "./fixtures/emitter-process.ts"
 import { databaseUrl, scopedPrefix } from "./support/pg.ts"
 import { fastRecovery } from "./support/recovery.ts"
+import { oneToN, seqnumsByKey } from "./support/seqnums.ts"
 
 const SqlLive = PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 2 })
 
@@ -44,20 +45,6 @@ const waitUntil = (what: string, timeoutMs: number, check: Effect.Effect<boolean
     }
   })
 
-/** Per key, the seqnums the server saw (first delivery of each id). */
-const seqnumsByKey = (events: ReadonlyArray<{ id: string; source: string; type: string; seqnum: string | undefined }>) => {
-  const first = new Map<string, (typeof events)[number]>()
-  for (const e of events) if (!first.has(e.id)) first.set(e.id, e)
-  const byKey = new Map<string, Array<number>>()
-  for (const e of first.values()) {
-    const key = `${e.source} ${e.type}`
-    byKey.set(key, [...(byKey.get(key) ?? []), Number(e.seqnum)])
-  }
-  for (const list of byKey.values()) list.sort((a, b) => a - b)
-  return byKey
-}
-
-const oneToN = (n: number) => Array.from({ length: n }, (_, i) => i + 1)
 
 describe("transactional outbox across processes", () => {
   it.live("SIGKILL after commits that were never delivered: a new process delivers every one, and exactly the committed ones", () =>

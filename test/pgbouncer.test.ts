@@ -7,7 +7,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Exit, Layer, Redacted } from "effect"
+import { Effect, Exit, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { DurableEmitter } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
@@ -15,8 +15,10 @@ import { StoreError } from "../src/Errors.ts"
 import { Store } from "../src/Store.ts"
 import * as PgStore from "../src/store/PgStore.ts"
 import { startIngestServer } from "../src/testing/IngestServer.ts"
+import { waitUntil } from "./support/faultRun.ts"
 import { databaseUrl, scopedPrefix } from "./support/pg.ts"
 import { pgbouncer, pgbouncerBinary } from "./support/pgbouncer.ts"
+import { oneToN, seqnumsByKey } from "./support/seqnums.ts"
 
 const ingestServer = Effect.acquireRelease(
   Effect.promise(() => startIngestServer({ record: "events" })),
@@ -32,18 +34,6 @@ const options = (prefix: string, ingestUrl: string) => ({
   shutdownTimeout: "2 seconds"
 }) as const
 
-/** Per (source, type), the seqnums received, sorted. */
-const seqnumsByKey = (events: ReadonlyArray<{ readonly source: string; readonly type: string; readonly seqnum: string | undefined }>) => {
-  const byKey = new Map<string, Array<number>>()
-  for (const e of events) {
-    const key = `${e.source} ${e.type}`
-    byKey.set(key, [...(byKey.get(key) ?? []), Number(e.seqnum)])
-  }
-  return new Map([...byKey].map(([key, seqs]) => [key, seqs.sort((a, b) => a - b)]))
-}
-
-const oneTo = (n: number) => Array.from({ length: n }, (_, i) => i + 1)
-
 describe.skipIf(pgbouncerBinary === undefined)("behind PgBouncer (transaction pooling)", () => {
   it.live("the emitter's own pool without transactionPooling fails at the start, naming the refused parameter", () =>
     Effect.gen(function*() {
@@ -54,9 +44,9 @@ describe.skipIf(pgbouncerBinary === undefined)("behind PgBouncer (transaction po
         DurableEmitter.layerWith({ ...options(prefix, server.url), databaseUrl: Redacted.make(bouncer.url) })
       )))
       assert.isTrue(Exit.isFailure(exit))
-      const error = Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail") : undefined
-      assert.instanceOf(error?._tag === "Fail" ? error.error : undefined, StoreError)
-      assert.include(String(error?._tag === "Fail" ? (error.error as StoreError).message : ""), "unsupported startup parameter")
+      const error = Option.getOrUndefined(Exit.findErrorOption(exit))
+      assert.instanceOf(error, StoreError)
+      assert.include(error.message, "unsupported startup parameter")
     }))
 
   it.live("with transactionPooling every event is delivered once, numbered 1..N per key, and its row deleted", () =>
@@ -65,21 +55,18 @@ describe.skipIf(pgbouncerBinary === undefined)("behind PgBouncer (transaction po
       const server = yield* ingestServer
       const prefix = yield* scopedPrefix
       yield* Effect.gen(function*() {
-        const one = yield* Effect.forEach(oneTo(300), (i) =>
+        const one = yield* Effect.forEach(oneToN(300), (i) =>
           Emitter.emit({ source: "billing", type: "invoice.paid", data: { i } }), { concurrency: 30 })
-        const all = yield* Emitter.emitAll(oneTo(50).map((i) => ({ source: "billing", type: "invoice.voided", data: { i } })))
+        const all = yield* Emitter.emitAll(oneToN(50).map((i) => ({ source: "billing", type: "invoice.voided", data: { i } })))
         yield* Emitter.flush
         assert.strictEqual(server.received.stats.events, 350)
         assert.strictEqual(server.received.stats.duplicates, 0)
         assert.deepStrictEqual([...server.received.ids].sort(), [...one, ...all].map((r) => r.id).sort())
         const seqs = seqnumsByKey(server.received.events)
-        assert.deepStrictEqual(seqs.get("billing invoice.paid"), oneTo(300))
-        assert.deepStrictEqual(seqs.get("billing invoice.voided"), oneTo(50))
+        assert.deepStrictEqual(seqs.get("billing invoice.paid"), oneToN(300))
+        assert.deepStrictEqual(seqs.get("billing invoice.voided"), oneToN(50))
         // Acknowledged rows are deleted, through the pooler too; stats read pg_class through it.
-        const deadline = Date.now() + 5_000
-        let backlog = -1
-        while ((backlog = (yield* Store.use((s) => s.stats)).backlog) > 0 && Date.now() < deadline) yield* Effect.sleep(50)
-        assert.strictEqual(backlog, 0)
+        yield* waitUntil("backlog 0", 5_000, Store.use((s) => Effect.map(s.stats, (stats) => stats.backlog === 0)))
       }).pipe(Effect.provide(DurableEmitter.layerWith({
         ...options(prefix, server.url),
         databaseUrl: Redacted.make(bouncer.url),
@@ -98,7 +85,7 @@ describe.skipIf(pgbouncerBinary === undefined)("behind PgBouncer (transaction po
       const rounds = yield* Effect.gen(function*() {
         const store = yield* Store
         for (let round = 0; round < 40; round++) {
-          yield* Effect.forEach(oneTo(6), () =>
+          yield* Effect.forEach(oneToN(6), () =>
             Effect.flatMap(
               store.append([{ source: "s", type: "t", eventId: crypto.randomUUID(), payload: new Uint8Array(100) }], { now: Date.now(), nextAttemptAt: Date.now() + 60_000 }),
               (appended) => store.delete(appended.map((a) => a.rowId))
@@ -138,12 +125,13 @@ describe.skipIf(pgbouncerBinary === undefined)("behind PgBouncer (transaction po
             if (fail) return yield* Effect.fail("declined" as const)
             return receipt
           }))
-        const kept = yield* Effect.forEach(oneTo(40), (i) => order(`o-${i}`, false), { concurrency: 8 })
-        const rolledBack = yield* Effect.forEach(oneTo(10), (i) => Effect.exit(order(`x-${i}`, true)), { concurrency: 4 })
+        const kept = yield* Effect.forEach(oneToN(40), (i) => order(`o-${i}`, false), { concurrency: 8 })
+        const rolledBack = yield* Effect.forEach(oneToN(10), (i) => Effect.exit(order(`x-${i}`, true)), { concurrency: 4 })
         assert.isTrue(rolledBack.every(Exit.isFailure))
         yield* Emitter.flush
+        assert.strictEqual(server.received.stats.duplicates, 0)
         assert.deepStrictEqual([...server.received.ids].sort(), kept.map((r) => r.id).sort())
-        assert.deepStrictEqual(seqnumsByKey(server.received.events).get("shop order.placed"), oneTo(40))
+        assert.deepStrictEqual(seqnumsByKey(server.received.events).get("shop order.placed"), oneToN(40))
         const orders = yield* sql.unsafe<{ n: bigint | string }>(`SELECT count(*) AS n FROM ${prefix}_orders`)
         assert.strictEqual(Number(orders[0]!.n), 40)
       }).pipe(Effect.provide(DurableEmitter.layerFromClient(options(prefix, server.url)).pipe(Layer.provideMerge(app))))
