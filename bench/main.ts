@@ -57,7 +57,7 @@ const usage = `usage: npm run bench -- [write|e2e|drain|outbox|costs|soak|soak-e
   --baseline-seconds N  how long each point of the raw-PostgreSQL baseline sweep runs (default 1, 0.2 with --quick)
   --verify-all     the ingest server keeps every event whole and each is verified (default: a 1-in-16 sample)
 
-Exits 1 when a scenario fails or any event is lost, corrupted or out of sequence.`
+Exits 1 when a scenario fails, any event is lost, corrupted or out of sequence, or an outbox transaction fails.`
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
