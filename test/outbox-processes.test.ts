@@ -9,6 +9,7 @@ import { Effect, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { startIngestServer } from "../src/testing/IngestServer.ts"
 import { type Receipt, startEmitterProcess } from "./fixtures/emitter-process.ts"
+import { waitUntil } from "./support/faultRun.ts"
 import { databaseUrl, scopedPrefix } from "./support/pg.ts"
 import { fastRecovery } from "./support/recovery.ts"
 import { oneToN, seqnumsByKey } from "./support/seqnums.ts"
@@ -35,16 +36,6 @@ const column = (query: string) =>
     Effect.map((rows) => rows.map((r) => String(r.v))),
     Effect.orDie
   )
-
-const waitUntil = (what: string, timeoutMs: number, check: Effect.Effect<boolean>, describe: () => string = () => "") =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeoutMs
-    while (!(yield* check)) {
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`${what}: not within ${timeoutMs} ms ${describe()}`))
-      yield* Effect.sleep(100)
-    }
-  })
-
 
 describe("transactional outbox across processes", () => {
   it.live("SIGKILL after commits that were never delivered: a new process delivers every one, and exactly the committed ones", () =>

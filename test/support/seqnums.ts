@@ -7,7 +7,9 @@ export const seqnumsByKey = (events: ReadonlyArray<{ id: string; source: string;
   const byKey = new Map<string, Array<number>>()
   for (const e of first.values()) {
     const key = `${e.source} ${e.type}`
-    byKey.set(key, [...(byKey.get(key) ?? []), Number(e.seqnum)])
+    const list = byKey.get(key)
+    if (list === undefined) byKey.set(key, [Number(e.seqnum)])
+    else list.push(Number(e.seqnum))
   }
   for (const list of byKey.values()) list.sort((a, b) => a - b)
   return byKey
