@@ -192,8 +192,8 @@ const machineTicks = () => {
   }
 }
 
-/** CPU jiffies (user + system) of one process, 0 when it is gone or not on Linux. */
-const processTicks = (pid: number) => {
+/** CPU jiffies (user + system) of one process (or one thread: `task/<tid>`), 0 when it is gone or not on Linux. */
+const processTicks = (pid: number | string) => {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
@@ -218,12 +218,26 @@ const postgresPids = () => {
   }
 }
 
+/**
+ * This process's JavaScript thread (its main thread's id is the process id). The process's own
+ * figure also counts V8's GC helper threads; the JS thread is the one every fiber shares.
+ */
+const jsThreadTicks = () => processTicks(`${process.pid}/task/${process.pid}`)
+
 /** Jiffies per second of /proc (USER_HZ; 100 on Linux). */
 const userHz = 100
 
 export interface CpuUse {
   /** This process's CPU time over the window, in % of one core. */
   readonly processPct: number
+  /** Of it, its JavaScript thread's (the rest is V8's helper threads: GC), in % of one core. */
+  readonly jsThreadPct: number
+  /**
+   * The share of the window the event loop was not waiting for I/O (Node's event-loop
+   * utilization): near 100 with the JS thread's CPU well below it, the thread was runnable but
+   * off the CPU (preempted by other processes, e.g. the PostgreSQL backend its write woke).
+   */
+  readonly eventLoopBusyPct: number
   /** The whole machine's busy time (this process, PostgreSQL, the ingest server…), in % of all cores. */
   readonly machinePct: number
   /** PostgreSQL's processes, in % of one core. */
@@ -255,6 +269,8 @@ export const eventLoopDelayWindow = () => {
 export const cpuWindow = (others: Readonly<Record<string, number>> = {}) => {
   const start = performance.now()
   const usage = process.cpuUsage()
+  const jsStart = jsThreadTicks()
+  const loopStart = performance.eventLoopUtilization()
   const ticks = machineTicks()
   const pgStart = new Map(postgresPids().map((pid) => [pid, processTicks(pid)]))
   const othersStart = Object.fromEntries(Object.entries(others).map(([name, pid]) => [name, processTicks(pid)]))
@@ -270,6 +286,8 @@ export const cpuWindow = (others: Readonly<Record<string, number>> = {}) => {
       const pct = (jiffies: number) => round((100 * jiffies * (1000 / userHz)) / elapsedMs, 0)
       return {
         processPct: round((100 * (used.user + used.system)) / (elapsedMs * 1000), 0),
+        jsThreadPct: pct(jsThreadTicks() - jsStart),
+        eventLoopBusyPct: round(100 * performance.eventLoopUtilization(loopStart).utilization, 0),
         machinePct: total > 0 ? round((100 * (now.busy - ticks.busy)) / total, 0) : NaN,
         postgresPct: pct(Math.max(0, pgUsed)),
         othersPct: Object.fromEntries(Object.entries(others).map(([name, pid]) => [name, pct(processTicks(pid) - othersStart[name]!)]))
@@ -306,6 +324,7 @@ export const perEvent = (cpu: CpuUse, eventsPerSecond: number) => {
   const us = (pct: number) => round((pct / 100) * 1e6 / eventsPerSecond, 1)
   return {
     thisProcessUs: us(cpu.processPct),
+    jsThreadUs: us(cpu.jsThreadPct),
     postgresUs: us(cpu.postgresPct),
     ...Object.fromEntries(Object.entries(cpu.othersPct).map(([name, pct]) => [`${name.replace(/ (\w)/g, (_, c: string) => c.toUpperCase())}Us`, us(pct)]))
   }
@@ -323,7 +342,7 @@ export const disturbanceLimitPct = 25
 export const disturbed = (cpu: CpuUse) => unrelatedPct(cpu) > disturbanceLimitPct
 
 export const cpuLine = (cpu: CpuUse) =>
-  `CPU (% of one core): this process ${cpu.processPct}, PostgreSQL ${cpu.postgresPct}` +
+  `CPU (% of one core): this process ${cpu.processPct} (its JS thread ${cpu.jsThreadPct}, event loop busy ${cpu.eventLoopBusyPct} % of the time), PostgreSQL ${cpu.postgresPct}` +
   Object.entries(cpu.othersPct).map(([name, pct]) => `, ${name} ${pct}`).join("") +
   `, unrelated processes ${unrelatedPct(cpu)} (machine ${cpu.machinePct} % of ${os.cpus().length} cores)` +
   (disturbed(cpu) ? " ⚠ DISTURBED by unrelated load: figure not representative" : "")

@@ -105,7 +105,8 @@ const note = "x".repeat(64)
 const cpuPerTransaction = (phases: ReadonlyArray<{ readonly cpu: CpuUse; readonly perSecond: number }>) => {
   const each = phases.map((p) => perEvent(p.cpu, p.perSecond))
   const mean = (key: string) => round(each.reduce((n, e) => n + ((e as Record<string, number>)[key] ?? 0), 0) / each.length, 0)
-  return { thisProcessUs: mean("thisProcessUs"), postgresUs: mean("postgresUs"), ingestServerUs: mean("ingestServerUs") }
+  const loop = round(phases.reduce((n, p) => n + p.cpu.eventLoopBusyPct, 0) / phases.length, 0)
+  return { thisProcessUs: mean("thisProcessUs"), jsThreadUs: mean("jsThreadUs"), eventLoopBusyPct: loop, postgresUs: mean("postgresUs"), ingestServerUs: mean("ingestServerUs") }
 }
 
 export const run = (args: BenchArgs) => {
@@ -219,7 +220,7 @@ export const run = (args: BenchArgs) => {
     const outboxCpu = cpuPerTransaction(measured.outbox)
     const floorCpu = cpuPerTransaction(measured.floor)
     const cpuText = (c: ReturnType<typeof cpuPerTransaction>) =>
-      `this process ${c.thisProcessUs}, PostgreSQL ${c.postgresUs}, ingest server ${c.ingestServerUs}`
+      `this process ${c.thisProcessUs} (JS thread ${c.jsThreadUs}, its event loop busy ${c.eventLoopBusyPct} %), PostgreSQL ${c.postgresUs}, ingest server ${c.ingestServerUs}`
     const phases = [...measured.base, ...measured.floor, ...measured.outbox]
     const failed = phases.reduce((n, p) => n + p.failed, 0)
     const firstError = phases.find((p) => p.firstError !== undefined)?.firstError
