@@ -2,7 +2,8 @@
  * Scenario `outbox`: concurrent application transactions, each inserting one business row and
  * writing one 256-byte event with `emitInTransaction` (the emitter built on the application's own
  * PgClient), delivered to the reference ingest server in a separate process. The baseline is the
- * same transactions without the event, on the same pool, measured in the same run; so is the
+ * same transactions without the event, on the same pool, measured in the same run, the kinds
+ * taking turns in 1-second slices; so is the
  * floor: the same transactions with the event written by the emitter's INSERT, called directly,
  * into a table nobody reads (the least any outbox that writes the event in the transaction costs). A last phase
  * measures plain emits of one (source, type) while a transaction holding an event of that key
@@ -70,15 +71,20 @@ const dropOrders = (prefix: string) =>
 
 /**
  * `concurrency` fibers running `transaction` back to back for `seconds`; answers commits per
- * second, commit times and the CPU each process used over the phase (`ingestPid`: the ingest server).
+ * second and the CPU each process used over the phase (`ingestPid`: the ingest server), and adds
+ * each transaction's time to `latency`.
  */
-const transactionsFor = <E, R>(seconds: number, ingestPid: number, transaction: (i: number) => Effect.Effect<void, E, R>) =>
+const transactionsFor = <E, R>(
+  seconds: number,
+  ingestPid: number,
+  transaction: (i: number) => Effect.Effect<void, E, R>,
+  latency = new Reservoir(100_000)
+) =>
   Effect.gen(function*() {
     const cpu = cpuWindow({ "ingest server": ingestPid })
     let committed = 0
     let failed = 0
     let firstError: unknown
-    const latency = new Reservoir(100_000)
     const start = performance.now()
     const deadline = start + seconds * 1000
     yield* Effect.forEach(Array.from({ length: concurrency }, (_, f) => f), (f) =>
@@ -96,10 +102,21 @@ const transactionsFor = <E, R>(seconds: number, ingestPid: number, transaction: 
         }
       }), { concurrency: "unbounded", discard: true })
     const elapsed = since(start)
-    return { committed, failed, firstError, perSecond: committed / (elapsed / 1000), latency: summarize(latency.values), cpu: cpu.end() }
+    return { committed, failed, firstError, elapsedMs: elapsed, perSecond: committed / (elapsed / 1000), cpu: cpu.end() }
   })
 
 const note = "x".repeat(64)
+
+type Phase = Effect.Success<ReturnType<typeof transactionsFor>>
+
+/**
+ * `seconds` of each kind, cut into rounds of one slice per kind: 1-second slices (half a second
+ * with --quick, whose phases are short anyway).
+ */
+export const sliced = (seconds: number, quick: boolean) => {
+  const rounds = Math.max(1, Math.round(seconds / (quick ? 0.5 : 1)))
+  return { rounds, seconds: seconds / rounds }
+}
 
 /** CPU µs per transaction of each process (perEvent, a transaction being the event), averaged over phases. */
 const cpuPerTransaction = (phases: ReadonlyArray<{ readonly cpu: CpuUse; readonly perSecond: number }>) => {
@@ -111,7 +128,7 @@ const cpuPerTransaction = (phases: ReadonlyArray<{ readonly cpu: CpuUse; readonl
 
 export const run = (args: BenchArgs) => {
   const prefix = freshPrefix("outbox")
-  const seconds = args.seconds ?? (args.quick ? 3 : 10)
+  const slices = sliced(args.seconds ?? (args.quick ? 3 : 10), args.quick)
   return withTables(prefix, Effect.scoped(Effect.gen(function*() {
     yield* createOrders(prefix)
     yield* Effect.addFinalizer(() => dropOrders(prefix))
@@ -170,16 +187,21 @@ export const run = (args: BenchArgs) => {
       duplicates = 0
 
       const cpu = cpuWindow({ "ingest server": server.pid })
-      // Each outbox phase's deliveries are flushed before the next baseline phase: the baseline
-      // must not share the machine with the previous phase's backlog (that would lower it).
-      const base1 = yield* transactionsFor(seconds / 2, server.pid, plain)
-      const floor1 = yield* transactionsFor(seconds / 2, server.pid, insertOnly)
-      const out1 = yield* transactionsFor(seconds / 2, server.pid, withEvent)
-      yield* bounded("flush", 120_000, emitter.flush)
-      const base2 = yield* transactionsFor(seconds / 2, server.pid, plain)
-      const floor2 = yield* transactionsFor(seconds / 2, server.pid, insertOnly)
-      const out2 = yield* transactionsFor(seconds / 2, server.pid, withEvent)
-      yield* bounded("flush", 120_000, emitter.flush)
+      // The three kinds take turns in short slices, so a machine whose speed drifts (these do:
+      // consecutive 3-second phases of the same transactions differed by up to 1.6×) slows
+      // them alike. Each outbox slice's deliveries are flushed before the next baseline slice:
+      // the baseline must not share the machine with the previous slice's backlog.
+      /** Transaction times of every outbox slice. */
+      const outboxLatency = new Reservoir(100_000)
+      const base: Array<Phase> = []
+      const floorPhases: Array<Phase> = []
+      const outbox: Array<Phase> = []
+      for (let round = 0; round < slices.rounds; round++) {
+        base.push(yield* transactionsFor(slices.seconds, server.pid, plain))
+        floorPhases.push(yield* transactionsFor(slices.seconds, server.pid, insertOnly))
+        outbox.push(yield* transactionsFor(slices.seconds, server.pid, withEvent, outboxLatency))
+        yield* bounded("flush", 120_000, emitter.flush)
+      }
       const cpuUse = cpu.end()
 
       // Plain emits of one key while a transaction holding an event of that key stays open.
@@ -202,11 +224,16 @@ export const run = (args: BenchArgs) => {
       })
       yield* Effect.all([held, beside], { concurrency: 2, discard: true })
       yield* bounded("flush after the open transaction", 60_000, emitter.flush)
-      return { base: [base1, base2], floor: [floor1, floor2], outbox: [out1, out2], cpu: cpuUse, blocked: summarize(blocked.values), blockedCount: blocked.values.length }
+      return { base, floor: floorPhases, outbox, cpu: cpuUse, outboxLatency: summarize(outboxLatency.values), blocked: summarize(blocked.values), blockedCount: blocked.values.length }
     }).pipe(Effect.provide(emitterLayer.pipe(Layer.provideMerge(app))))
 
-    const sum = (phases: ReadonlyArray<{ committed: number; perSecond: number }>) =>
-      phases.reduce((n, p) => n + p.perSecond, 0) / phases.length
+    /** Every slice of a kind together: its commits over its time. */
+    const sum = (phases: ReadonlyArray<Phase>) =>
+      phases.reduce((n, p) => n + p.committed, 0) / (phases.reduce((n, p) => n + p.elapsedMs, 0) / 1000)
+    const spread = (phases: ReadonlyArray<Phase>) => {
+      const rates = phases.map((p) => p.perSecond)
+      return `${phases.length} slices of ${round(slices.seconds, 2)} s, ${int(Math.min(...rates))}–${int(Math.max(...rates))}`
+    }
     const baselineTps = sum(measured.base)
     const outboxTps = sum(measured.outbox)
     const ratio = outboxTps / baselineTps
@@ -226,12 +253,12 @@ export const run = (args: BenchArgs) => {
     const firstError = phases.find((p) => p.firstError !== undefined)?.firstError
     const report = [
       `outbox: ${concurrency} concurrent transactions on a pool of ${poolSize}, each one business row + one ${benchInput.data instanceof Uint8Array ? benchInput.data.length : 0}-byte event (emitInTransaction) → ingest server (separate process)`,
-      `  baseline (the same transactions without the event): ${int(baselineTps)} transactions/s (${measured.base.map((p) => int(p.perSecond)).join(", ")})`,
-      `  with the event: ${int(outboxTps)} transactions/s (${measured.outbox.map((p) => int(p.perSecond)).join(", ")})`,
-      `  the floor (the event written in the transaction by the emitter's INSERT called directly, nothing numbered or sent): ${int(floorTps)} transactions/s (${measured.floor.map((p) => int(p.perSecond)).join(", ")}), ${round(floorRatio, 2)} of the baseline`,
+      `  baseline (the same transactions without the event): ${int(baselineTps)} transactions/s (${spread(measured.base)})`,
+      `  with the event: ${int(outboxTps)} transactions/s (${spread(measured.outbox)})`,
+      `  the floor (the event written in the transaction by the emitter's INSERT called directly, nothing numbered or sent): ${int(floorTps)} transactions/s (${spread(measured.floor)}), ${round(floorRatio, 2)} of the baseline`,
       `  ratio: ${round(ratio, 2)} (target ≥ 0.6); ${round(outboxTps / floorTps, 2)} of the floor${failed > 0 ? `; ${failed} failed transactions: ${String(firstError)}` : ""}`,
       `  ${latencyLine("commit → ack", latency)} (target p99 ≤ 100 ms)`,
-      `  ${latencyLine("transaction (with the event)", measured.outbox[0]!.latency)}`,
+      `  ${latencyLine("transaction (with the event)", measured.outboxLatency)}`,
       `  ${latencyLine(`emit beside a transaction open on the same key (${measured.blockedCount} emits)`, measured.blocked)} (target p99 ≤ 10 ms)`,
       `  transactional events committed ${int(committedIds.length)}, delivered ${int(deliveredOfCommitted)} (by id); lost ${lost}, duplicates ${duplicates}`,
       `  ${cpuLine(measured.cpu)} (over the baseline, floor and outbox phases)`,
