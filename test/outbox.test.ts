@@ -8,7 +8,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { PgClient, PgTypes } from "@effect/sql-pg"
 import { SpanKind } from "@opentelemetry/api"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Effect, Exit, Fiber, Layer, Option, Redacted, Result } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Option, Redacted, Result } from "effect"
 import { SqlClient } from "effect/sql"
 import { DurableEmitter } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
@@ -326,6 +326,47 @@ describe("transactional outbox (layerFromClient)", () => {
         yield* Emitter.flush
         assert.strictEqual(server.received.stats.events, 1)
       }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient(1)))))
+    }))
+
+  it.live("a write in the transaction with no answer within commitTimeout fails with TransactionWriteFailed; the rollback leaves nothing", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* createOrders(prefix)
+        // Another transaction holds the pending table: the event's INSERT waits for its lock.
+        const locked = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
+          yield* sql.unsafe(`LOCK TABLE ${prefix}_pending IN ACCESS EXCLUSIVE MODE`)
+          yield* Deferred.succeed(locked, undefined)
+          yield* Deferred.await(release)
+        })))
+        yield* Deferred.await(locked)
+        const started = Date.now()
+        let outcome: { readonly error: { readonly _tag: string; readonly message: string }; readonly waited: number } | undefined
+        const rolledBack = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* sql.unsafe(`INSERT INTO ${prefix}_orders (id, amount) VALUES ('o-1', 1999)`)
+          const error = yield* Emitter.emitInTransaction({ source: "shop", type: "order.placed" }).pipe(Effect.flip)
+          outcome = { error, waited: Date.now() - started }
+          // The statement may still wait on the connection: let the rollback through.
+          yield* Deferred.succeed(release, undefined)
+          return yield* Effect.fail("the application rolls back" as const)
+        })).pipe(Effect.exit)
+        yield* Fiber.join(holder)
+        assert.isTrue(Exit.isFailure(rolledBack))
+        assert.isDefined(outcome, "the emit did not fail")
+        assert.strictEqual(outcome.error._tag, "TransactionWriteFailed")
+        assert.include(outcome.error.message, "no answer within 800 ms")
+        assert.isTrue(outcome.waited >= 750 && outcome.waited < 5_000, `failed after ${outcome.waited} ms`)
+        yield* Emitter.flush
+        assert.strictEqual(yield* countRows(`${prefix}_orders`), 0)
+        assert.strictEqual(yield* countRows(`${prefix}_pending`), 0)
+        assert.strictEqual(server.received.stats.events, 0)
+      }).pipe(Effect.provide(
+        DurableEmitter.layerFromClient({ ...fastOptions(prefix, server.url), commitTimeout: "800 millis" }).pipe(Layer.provideMerge(appClient(6)))
+      ))
     }))
 
   it.live("a commit whose process never promoted it (it died right after the commit) is delivered by polling", () =>
