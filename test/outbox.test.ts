@@ -8,7 +8,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { PgClient, PgTypes } from "@effect/sql-pg"
 import { SpanKind } from "@opentelemetry/api"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Deferred, Effect, Exit, Fiber, Layer, Option, Redacted, Result } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Logger, Option, Redacted, Result } from "effect"
 import { SqlClient } from "effect/sql"
 import { DurableEmitter } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
@@ -366,6 +366,44 @@ describe("transactional outbox (layerFromClient)", () => {
         assert.strictEqual(server.received.stats.events, 0)
       }).pipe(Effect.provide(
         DurableEmitter.layerFromClient({ ...fastOptions(prefix, server.url), commitTimeout: "800 millis" }).pipe(Layer.provideMerge(appClient(6)))
+      ))
+    }))
+
+  it.live("a promotion with no answer within commitTimeout fails, is logged and tried again; the event is delivered once", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => void logs.push(JSON.stringify(message)))
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* createOrders(prefix)
+        // Another transaction holds the events table: a promotion's INSERT waits for its lock.
+        const locked = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
+          yield* sql.unsafe(`LOCK TABLE ${prefix}_events IN ACCESS EXCLUSIVE MODE`)
+          yield* Deferred.succeed(locked, undefined)
+          yield* Deferred.await(release)
+        })))
+        yield* Deferred.await(locked)
+        const receipt = yield* placeOrder(prefix, "o-1")
+        yield* waitUntil("a promotion timed out", 5_000, Effect.sync(() => logs.some((l) => l.includes("outbox promotion failed"))))
+        assert.strictEqual(server.received.stats.events, 0)
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(holder)
+        yield* waitUntil("delivered", 15_000, Effect.sync(() => server.received.stats.events >= 1))
+        yield* Emitter.flush
+        const failure = logs.find((l) => l.includes("outbox promotion failed"))!
+        assert.include(failure, "no answer within 800 ms")
+        assert.deepStrictEqual([...server.received.ids], [receipt.id])
+        assert.strictEqual(server.received.events[0]!.seqnum, "1")
+        assert.strictEqual(yield* countRows(`${prefix}_pending`), 0)
+      }).pipe(Effect.provide(
+        DurableEmitter.layerFromClient({ ...fastOptions(prefix, server.url), commitTimeout: "800 millis", retransmitInterval: "200 millis" }).pipe(
+          Layer.provideMerge(appClient(6)),
+          Layer.provide(Logger.layer([logger]))
+        )
       ))
     }))
 
