@@ -407,6 +407,27 @@ describe("transactional outbox (layerFromClient)", () => {
       ))
     }))
 
+  it.live("the emitter vacuums the pending table while events go through it (autovacuum is off here)", () =>
+    Effect.gen(function*() {
+      const server = yield* ingestServer
+      const prefix = yield* scopedPrefix
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* createOrders(prefix)
+        const pending = `${prefix}_pending`
+        const vacuums = sql.unsafe<{ n: number }>(`SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relname = '${pending}'`).pipe(
+          Effect.map((rows) => rows[0]?.n ?? 0)
+        )
+        assert.strictEqual(yield* vacuums, 0)
+        yield* Effect.forEach(Array.from({ length: 1_000 }, (_, i) => `o-${i}`), (id) => placeOrder(prefix, id), { concurrency: 4, discard: true })
+        yield* Emitter.flush
+        // Every promoted row leaves a dead tuple behind; the emitter vacuums every 10 s after churn.
+        yield* waitUntil("the pending table vacuumed", 15_000, Effect.map(vacuums, (n) => n >= 1))
+        assert.strictEqual(server.received.stats.events, 1_000)
+        assert.strictEqual(yield* countRows(pending), 0)
+      }).pipe(Effect.provide(DurableEmitter.layerFromClient(fastOptions(prefix, server.url)).pipe(Layer.provideMerge(appClient(6)))))
+    }), 40_000)
+
   it.live("a commit whose process never promoted it (it died right after the commit) is delivered by polling", () =>
     Effect.gen(function*() {
       const server = yield* ingestServer
