@@ -186,9 +186,9 @@ const machineTicks = () => {
     const cpu = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number)
     const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0)
     const total = cpu.reduce((a, b) => a + b, 0)
-    return { busy: total - idle, total }
+    return { busy: total - idle, total, steal: cpu[7] ?? 0 }
   } catch {
-    return { busy: 0, total: 0 }
+    return { busy: 0, total: 0, steal: 0 }
   }
 }
 
@@ -240,6 +240,11 @@ export interface CpuUse {
   readonly eventLoopBusyPct: number
   /** The whole machine's busy time (this process, PostgreSQL, the ingest server…), in % of all cores. */
   readonly machinePct: number
+  /**
+   * Of the machine's time, the share the hypervisor gave to other guests while this one had work
+   * (steal), in % of all cores: the machine was that much slower than its cores say.
+   */
+  readonly stealPct: number
   /** PostgreSQL's processes, in % of one core. */
   readonly postgresPct: number
   /** Other processes watched (e.g. the ingest server), in % of one core. */
@@ -289,6 +294,7 @@ export const cpuWindow = (others: Readonly<Record<string, number>> = {}) => {
         jsThreadPct: pct(jsThreadTicks() - jsStart),
         eventLoopBusyPct: round(100 * performance.eventLoopUtilization(loopStart).utilization, 0),
         machinePct: total > 0 ? round((100 * (now.busy - ticks.busy)) / total, 0) : NaN,
+        stealPct: total > 0 ? round((100 * (now.steal - ticks.steal)) / total, 0) : NaN,
         postgresPct: pct(Math.max(0, pgUsed)),
         othersPct: Object.fromEntries(Object.entries(others).map(([name, pid]) => [name, pct(processTicks(pid) - othersStart[name]!)]))
       }
@@ -316,7 +322,7 @@ export const awaitIdleMachine = async (thresholdPct: number, limitMs: number) =>
 
 /** CPU of everything else on the machine (other users' tests, builds), in % of one core. */
 export const unrelatedPct = (cpu: CpuUse) =>
-  Math.max(0, Math.round(cpu.machinePct * os.cpus().length - cpu.processPct - cpu.postgresPct -
+  Math.max(0, Math.round((cpu.machinePct - (cpu.stealPct || 0)) * os.cpus().length - cpu.processPct - cpu.postgresPct -
     Object.values(cpu.othersPct).reduce((a, b) => a + b, 0)))
 
 /** CPU microseconds per event of each process, from a CPU window and the event rate. */
@@ -339,13 +345,14 @@ export const perEventLine = (cpu: CpuUse, eventsPerSecond: number) => {
 /** Unrelated load above which a figure is marked as disturbed (% of one core). */
 export const disturbanceLimitPct = 25
 
-export const disturbed = (cpu: CpuUse) => unrelatedPct(cpu) > disturbanceLimitPct
+/** Other processes' load, or other guests' (steal, in % of one core), above the limit. */
+export const disturbed = (cpu: CpuUse) => unrelatedPct(cpu) + (cpu.stealPct || 0) * os.cpus().length > disturbanceLimitPct
 
 export const cpuLine = (cpu: CpuUse) =>
   `CPU (% of one core): this process ${cpu.processPct} (its JS thread ${cpu.jsThreadPct}, event loop busy ${cpu.eventLoopBusyPct} % of the time), PostgreSQL ${cpu.postgresPct}` +
   Object.entries(cpu.othersPct).map(([name, pct]) => `, ${name} ${pct}`).join("") +
-  `, unrelated processes ${unrelatedPct(cpu)} (machine ${cpu.machinePct} % of ${os.cpus().length} cores)` +
-  (disturbed(cpu) ? " ⚠ DISTURBED by unrelated load: figure not representative" : "")
+  `, unrelated processes ${unrelatedPct(cpu)} (machine ${cpu.machinePct} % of ${os.cpus().length} cores${cpu.stealPct > 0 ? `, of it ${cpu.stealPct} % stolen by the hypervisor` : ""})` +
+  (disturbed(cpu) ? " ⚠ DISTURBED by unrelated load or steal: figure not representative" : "")
 
 // ---- scenarios ----------------------------------------------------------------------------------
 
