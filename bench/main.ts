@@ -1,5 +1,5 @@
 /**
- * The benchmark: `npm run bench -- [write|e2e|drain|outbox|costs|soak|soak-embedded] [options]` (`--help` lists them). No
+ * The benchmark: `npm run bench -- [write|e2e|drain|outbox|costs|soak|soak-embedded|soak-outbox] [options]` (`--help` lists them). No
  * scenario runs write, e2e and drain. Each prints a readable report; with `--json` the LAST line
  * of the output is one JSON object (the scenario's, or `{ scenario: "all", write, e2e, drain }`).
  * Every scenario measures its raw-PostgreSQL limit in the same run: the best of a sweep over the
@@ -23,9 +23,10 @@ import * as drain from "./drain.ts"
 import * as e2e from "./e2e.ts"
 import * as outbox from "./outbox.ts"
 import * as soak from "./soak.ts"
+import * as soakOutbox from "./soakOutbox.ts"
 import * as write from "./write.ts"
 
-type Scenario = "write" | "e2e" | "drain" | "outbox" | "costs" | "soak" | "soak-embedded"
+type Scenario = "write" | "e2e" | "drain" | "outbox" | "costs" | "soak" | "soak-embedded" | "soak-outbox"
 const scenarios: Record<Scenario, (args: BenchArgs) => Effect.Effect<ScenarioResult, unknown>> = {
   write: write.run,
   e2e: e2e.run,
@@ -33,12 +34,13 @@ const scenarios: Record<Scenario, (args: BenchArgs) => Effect.Effect<ScenarioRes
   outbox: outbox.run,
   costs: costs.run,
   soak: soak.runPostgres,
-  "soak-embedded": soak.runEmbedded
+  "soak-embedded": soak.runEmbedded,
+  "soak-outbox": soakOutbox.run
 }
 /** What runs without a scenario argument. */
 const defaults: ReadonlyArray<Scenario> = ["write", "e2e", "drain", "outbox"]
 
-const usage = `usage: npm run bench -- [write|e2e|drain|outbox|costs|soak|soak-embedded] [--json] [--quick] [--events N] [--seconds N] [--minutes N] [--concurrency 1,10,100] [--opt key=value ...]
+const usage = `usage: npm run bench -- [write|e2e|drain|outbox|costs|soak|soak-embedded|soak-outbox] [--json] [--quick] [--events N] [--seconds N] [--minutes N] [--concurrency 1,10,100] [--opt key=value ...]
   write    emits committed per second at 1, 10, 100 emitters; emit latency at 5 000/s offered
   e2e      100 000 events from 100 emitters through PostgreSQL to a separate ingest server process
   drain    a 100 000-row backlog drained by the retransmitter
@@ -46,6 +48,7 @@ const usage = `usage: npm run bench -- [write|e2e|drain|outbox|costs|soak|soak-e
   costs    CPU per call of the hot-path pieces (not in the default run)
   soak     e2e at full speed for --minutes (default 10), per minute: events/s, emit → ack, table bytes, dead rows
   soak-embedded  the same on the embedded PGlite store (default 3 minutes)
+  soak-outbox    the outbox benchmark's transactions for --minutes (default 5), per minute: transactions/s, commit → ack, both tables
   --json           print one JSON object as the last line
   --opt K=V        an emitter option for the run, e.g. --opt publishConcurrency=8 --opt writeLinger=0
   --quick          smaller counts, shorter phases (smoke run)

@@ -57,7 +57,7 @@ export interface MinuteReport {
 }
 
 /** Per-minute figures from the running counters: acks and table samples land in the current window. */
-const makeMinutes = () => {
+export const makeMinutes = () => {
   const done: Array<MinuteReport> = []
   let latencies = new Reservoir(50_000)
   let delivered = 0
@@ -94,7 +94,7 @@ const makeMinutes = () => {
 
 type Variant = "postgres" | "embedded"
 
-const tableProbe = (prefix: string) =>
+export const tableProbe = (prefix: string) =>
   Effect.gen(function*() {
     const t = yield* tables(prefix)
     const sql = yield* SqlClient.SqlClient
