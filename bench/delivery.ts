@@ -40,7 +40,7 @@ export const awaitEmptyTable = (prefix: string, intervalMs: number, limitMs: num
 /** UUID ids ending in "0": a 1-in-16 sample chosen by the id alone, so both sides agree without coordination. */
 const zero = "0".charCodeAt(0)
 const sampledPayload = (payload: Uint8Array) => payload[37] === zero
-const sampledId = (id: string) => id.charCodeAt(35) === zero
+export const sampledId = (id: string) => id.charCodeAt(35) === zero
 
 /**
  * Latencies of answered requests and of sampled events: receipt → delivery acknowledged (the

@@ -33,14 +33,13 @@ import {
   since,
   withTables
 } from "./common.ts"
+import { sampledId } from "./delivery.ts"
 import { makeMinutes, tableProbe } from "./soak.ts"
 import { eventIdOf, grpcLayer, recorded, resolveOptions } from "./stack.ts"
 
 const concurrency = 32
 const poolSize = 10
 const sampleEveryMs = 5_000
-/** 1 in 16 events by id (UUIDs ending in "0"): their commit times are kept until their ack. */
-const sampled = (id: string) => id.charCodeAt(35) === 48
 
 const pendingProbe = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
@@ -99,7 +98,8 @@ export const run = (args: BenchArgs) => {
           sql.unsafe(`INSERT INTO ${prefix}_orders (amount) VALUES ($1)`, [i % 10_000]),
           emitter.emitInTransaction(benchInput)
         )).pipe(Effect.map((receipt) => {
-          if (sampled(receipt.id)) committedAt.set(receipt.id, performance.now())
+          // 1 in 16 by id: their commit times are kept until their ack.
+          if (sampledId(receipt.id)) committedAt.set(receipt.id, performance.now())
         }))
       const transactionsUntil = (deadline: number) =>
         Effect.forEach(Array.from({ length: concurrency }, (_, f) => f), (f) =>
