@@ -63,6 +63,24 @@ const waitUntil = <E, R>(what: string, timeoutMs: number, check: Effect.Effect<b
     }
   })
 
+/**
+ * A transaction of its own (a fiber of the caller's) that holds `table` in ACCESS EXCLUSIVE mode
+ * until `release` completes; answers once the lock is held.
+ */
+const lockedByAnotherTransaction = (table: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const locked = yield* Deferred.make<void>()
+    const release = yield* Deferred.make<void>()
+    const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
+      yield* sql.unsafe(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`)
+      yield* Deferred.succeed(locked, undefined)
+      yield* Deferred.await(release)
+    })))
+    yield* Deferred.await(locked)
+    return { release, holder }
+  })
+
 const placeOrder = (prefix: string, id: string, fail = false) =>
   SqlClient.SqlClient.use((sql) =>
     sql.withTransaction(Effect.gen(function*() {
@@ -336,14 +354,7 @@ describe("transactional outbox (layerFromClient)", () => {
         const sql = yield* SqlClient.SqlClient
         yield* createOrders(prefix)
         // Another transaction holds the pending table: the event's INSERT waits for its lock.
-        const locked = yield* Deferred.make<void>()
-        const release = yield* Deferred.make<void>()
-        const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
-          yield* sql.unsafe(`LOCK TABLE ${prefix}_pending IN ACCESS EXCLUSIVE MODE`)
-          yield* Deferred.succeed(locked, undefined)
-          yield* Deferred.await(release)
-        })))
-        yield* Deferred.await(locked)
+        const { release, holder } = yield* lockedByAnotherTransaction(`${prefix}_pending`)
         const started = Date.now()
         let outcome: { readonly error: { readonly _tag: string; readonly message: string }; readonly waited: number } | undefined
         const rolledBack = yield* sql.withTransaction(Effect.gen(function*() {
@@ -376,17 +387,9 @@ describe("transactional outbox (layerFromClient)", () => {
       const logs: Array<string> = []
       const logger = Logger.make(({ message }) => void logs.push(JSON.stringify(message)))
       yield* Effect.gen(function*() {
-        const sql = yield* SqlClient.SqlClient
         yield* createOrders(prefix)
         // Another transaction holds the events table: a promotion's INSERT waits for its lock.
-        const locked = yield* Deferred.make<void>()
-        const release = yield* Deferred.make<void>()
-        const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
-          yield* sql.unsafe(`LOCK TABLE ${prefix}_events IN ACCESS EXCLUSIVE MODE`)
-          yield* Deferred.succeed(locked, undefined)
-          yield* Deferred.await(release)
-        })))
-        yield* Deferred.await(locked)
+        const { release, holder } = yield* lockedByAnotherTransaction(`${prefix}_events`)
         const receipt = yield* placeOrder(prefix, "o-1")
         yield* waitUntil("a promotion timed out", 5_000, Effect.sync(() => logs.some((l) => l.includes("outbox promotion failed"))))
         assert.strictEqual(server.received.stats.events, 0)
