@@ -125,6 +125,7 @@ export const run = (args: BenchArgs) => {
         postgresCpuPct: used.postgresPct,
         ingestServerCpuPct: used.othersPct["ingest server"],
         unrelatedCpuPct: unrelatedPct(used),
+        stealPct: used.stealPct,
         disturbed: disturbed(used),
         cpuPerEvent: perEvent(used, eventsPerSecond),
         peakRssMb: mem.peakRssMb,

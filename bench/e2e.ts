@@ -140,6 +140,7 @@ export const run = (args: BenchArgs) => {
         postgresCpuPct: cpu.postgresPct,
         ingestServerCpuPct: cpu.othersPct["ingest server"],
         unrelatedCpuPct: unrelatedPct(cpu),
+        stealPct: cpu.stealPct,
         disturbed: disturbed(cpu),
         cpuPerEvent: perEvent(cpu, eventsPerSecond),
         peakRssMb: memory.peakRssMb,
