@@ -41,16 +41,16 @@ import {
   withTables
 } from "./common.ts"
 import { ingestServer } from "./delivery.ts"
-import { eventIdOf, grpcLayer, recorded, resolveOptions } from "./stack.ts"
+import { eventIdOf, grpcLayer, type OnAnswer, recorded, resolveOptions } from "./stack.ts"
 
 /** Concurrent application transactions (each its own fiber, one transaction after another). */
-const concurrency = 32
+export const concurrency = 32
 /** The application's pool: the emitter shares it. */
-const poolSize = 10
+export const poolSize = 10
 
 const orders = (prefix: string) => `${prefix}_orders`
 
-const createOrders = (prefix: string) =>
+export const createOrders = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
     sql.unsafe(`CREATE TABLE IF NOT EXISTS ${orders(prefix)} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, amount integer NOT NULL, note text NOT NULL)`)
   ).pipe(Effect.provide(adminClient), Effect.orDie)
@@ -61,7 +61,7 @@ const createOrders = (prefix: string) =>
  */
 const floorTables = (prefix: string) => Effect.orDie(tables(`${prefix}_floor`))
 
-const dropOrders = (prefix: string) =>
+export const dropOrders = (prefix: string) =>
   Effect.flatMap(floorTables(prefix), (floor) =>
     SqlClient.SqlClient.use((sql) => sql.unsafe(`DROP TABLE IF EXISTS ${orders(prefix)}, ${outboxNames(floor).pending}, ${prefix}_pending`))
   ).pipe(
@@ -74,7 +74,7 @@ const dropOrders = (prefix: string) =>
  * second and the CPU each process used over the phase (`ingestPid`: the ingest server), and adds
  * each transaction's time to `latency`.
  */
-const transactionsFor = <E, R>(
+export const transactionsFor = <E, R>(
   seconds: number,
   ingestPid: number,
   transaction: (i: number) => Effect.Effect<void, E, R>,
@@ -107,6 +107,21 @@ const transactionsFor = <E, R>(
 
 const note = "x".repeat(64)
 
+/** The business row of one application transaction. */
+export const insertOrder = (sql: SqlClient.SqlClient, prefix: string, i: number) =>
+  sql.unsafe(`INSERT INTO ${orders(prefix)} (amount, note) VALUES ($1, $2)`, [i % 10_000, note])
+
+/**
+ * The application's pool and the emitter built on it (`layerFromClient`'s services), delivering
+ * through the gRPC Transport with every answer seen by `onAnswer`.
+ */
+export const applicationStack = (options: EmitterOptions, onAnswer: OnAnswer, applicationName: string) =>
+  outboxServices(options).pipe(
+    Layer.provideMerge(PgStore.layerFromClient({ tablePrefix: options.tablePrefix, queryTimeout: options.commitTimeoutMs })),
+    Layer.provide(recorded(grpcLayer(options), onAnswer)),
+    Layer.provideMerge(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: poolSize, applicationName }))
+  )
+
 type Phase = Effect.Success<ReturnType<typeof transactionsFor>>
 
 /**
@@ -134,7 +149,6 @@ export const run = (args: BenchArgs) => {
     yield* Effect.addFinalizer(() => dropOrders(prefix))
     const server = yield* ingestServer(false)
     const options: EmitterOptions = yield* resolveOptions({ tablePrefix: prefix, ingestUrl: server.url }, args.options)
-    const app = PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: poolSize, applicationName: "durable-emitter-bench-app" })
 
     // Commit → acknowledged, per event: the commit time is taken when withTransaction returns.
     const committedAt = new Map<string, number>()
@@ -152,16 +166,11 @@ export const run = (args: BenchArgs) => {
         if (at !== undefined) commitToAck.add(endedAt - at)
       }
     }
-    const emitterLayer = outboxServices(options).pipe(
-      Layer.provideMerge(PgStore.layerFromClient({ tablePrefix: prefix, queryTimeout: options.commitTimeoutMs })),
-      Layer.provide(recorded(grpcLayer(options), onAnswer))
-    )
 
     const measured = yield* Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const emitter = yield* Emitter
-      const insertOrder = (i: number) => sql.unsafe(`INSERT INTO ${orders(prefix)} (amount, note) VALUES ($1, $2)`, [i % 10_000, note])
-      const plain = (i: number) => sql.withTransaction(insertOrder(i))
+      const plain = (i: number) => sql.withTransaction(insertOrder(sql, prefix, i))
       // The floor: the same event prepared and written in the transaction with the emitter's own
       // INSERT, called directly, into a table nobody reads: nothing numbered, nothing sent. No
       // outbox that writes the event in the transaction can do better than this phase.
@@ -170,10 +179,10 @@ export const run = (args: BenchArgs) => {
       const { insertPendingOne } = outboxStatements(floor)
       const insertEvent = (now: number) =>
         sql.unsafe(insertPendingOne.text, insertPendingOne.bind({ event: prepared(now), now }))
-      const insertOnly = (i: number) => sql.withTransaction(Effect.andThen(insertOrder(i), Effect.suspend(() => insertEvent(Date.now()))))
+      const insertOnly = (i: number) => sql.withTransaction(Effect.andThen(insertOrder(sql, prefix, i), Effect.suspend(() => insertEvent(Date.now()))))
       const withEvent = (i: number) =>
         sql.withTransaction(Effect.gen(function*() {
-          yield* insertOrder(i)
+          yield* insertOrder(sql, prefix, i)
           return yield* emitter.emitInTransaction(benchInput)
         })).pipe(Effect.map((receipt) => void committedAt.set(receipt.id, performance.now())))
 
@@ -225,7 +234,7 @@ export const run = (args: BenchArgs) => {
       yield* Effect.all([held, beside], { concurrency: 2, discard: true })
       yield* bounded("flush after the open transaction", 60_000, emitter.flush)
       return { base, floor: floorPhases, outbox, cpu: cpuUse, outboxLatency: summarize(outboxLatency.values), blocked: summarize(blocked.values), blockedCount: blocked.values.length }
-    }).pipe(Effect.provide(emitterLayer.pipe(Layer.provideMerge(app))))
+    }).pipe(Effect.provide(applicationStack(options, onAnswer, "durable-emitter-bench-app")))
 
     /** Every slice of a kind together: its commits over its time. */
     const sum = (phases: ReadonlyArray<Phase>) =>

@@ -92,6 +92,28 @@ export const makeMinutes = () => {
   }
 }
 
+/**
+ * `windows` windows of `windowMs` from `start`: `sample` every few seconds within each, then
+ * `endWindow` once it is over (the per-minute report).
+ */
+export const windowed = <E, R, E2, R2>(
+  start: number,
+  windows: number,
+  windowMs: number,
+  sample: Effect.Effect<void, E, R>,
+  endWindow: () => Effect.Effect<void, E2, R2>
+) =>
+  Effect.gen(function*() {
+    for (let w = 0; w < windows; w++) {
+      const until = start + (w + 1) * windowMs
+      while (performance.now() < until) {
+        yield* sample
+        yield* Effect.sleep(Math.max(0, Math.min(sampleEveryMs, until - performance.now())))
+      }
+      yield* endWindow()
+    }
+  })
+
 type Variant = "postgres" | "embedded"
 
 export const tableProbe = (prefix: string) =>
@@ -151,22 +173,21 @@ const run = (variant: Variant) => (args: BenchArgs) => {
       minutesLog.done.length = 0
 
       const start = performance.now()
-      const sampler = Effect.gen(function*() {
-        for (let w = 0; w < windows; w++) {
-          const until = start + (w + 1) * windowMs
-          while (performance.now() < until) {
-            const table = yield* probe(tableProbe(prefix))
-            minutesLog.onTable(table.bytes, table.dead)
-            yield* Effect.sleep(Math.max(0, Math.min(sampleEveryMs, until - performance.now())))
-          }
-          minutesLog.close()
-          const m = minutesLog.done[minutesLog.done.length - 1]!
-          console.log(
-            `  minute ${m.minute}: ${int(m.eventsPerSecond)} events/s, emit → ack p50 ${m.emitToAckP50Ms} ms p99 ${m.emitToAckP99Ms} ms,` +
-              ` table ${mb(m.tableBytesMax)} MB, dead rows ${int(m.deadTuplesMax)}`
-          )
-        }
-      })
+      const sampler = windowed(
+        start,
+        windows,
+        windowMs,
+        Effect.map(probe(tableProbe(prefix)), (table) => minutesLog.onTable(table.bytes, table.dead)),
+        () =>
+          Effect.sync(() => {
+            minutesLog.close()
+            const m = minutesLog.done[minutesLog.done.length - 1]!
+            console.log(
+              `  minute ${m.minute}: ${int(m.eventsPerSecond)} events/s, emit → ack p50 ${m.emitToAckP50Ms} ms p99 ${m.emitToAckP99Ms} ms,` +
+                ` table ${mb(m.tableBytesMax)} MB, dead rows ${int(m.deadTuplesMax)}`
+            )
+          })
+      )
       const [emitted] = yield* Effect.all([
         closedLoop(emitter, { concurrency, seconds: minutes * 60, maxEvents: Number.MAX_SAFE_INTEGER, onReceipt: recorder.onReceipt }),
         sampler

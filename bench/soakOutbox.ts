@@ -8,12 +8,9 @@
  * minute as in the first, and neither table growing (the pending table churns as fast as the
  * transactions commit; the emitter vacuums it, see src/Outbox.ts).
  */
-import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
-import { outboxServices } from "../src/DurableEmitter.ts"
 import { Emitter } from "../src/Emitter.ts"
-import * as PgStore from "../src/store/PgStore.ts"
 import { makeIngestServerProcess } from "../src/testing/IngestServerProcess.ts"
 import {
   adminClient,
@@ -21,7 +18,6 @@ import {
   benchInput,
   bounded,
   cpuWindow,
-  databaseUrl,
   freshPrefix,
   int,
   mb,
@@ -30,16 +26,12 @@ import {
   quietLogs,
   round,
   type ScenarioResult,
-  since,
   withTables
 } from "./common.ts"
 import { sampledId } from "./delivery.ts"
-import { makeMinutes, tableProbe } from "./soak.ts"
-import { eventIdOf, grpcLayer, recorded, resolveOptions } from "./stack.ts"
-
-const concurrency = 32
-const poolSize = 10
-const sampleEveryMs = 5_000
+import { applicationStack, concurrency, createOrders, dropOrders, insertOrder, poolSize, transactionsFor } from "./outbox.ts"
+import { makeMinutes, tableProbe, windowed } from "./soak.ts"
+import { eventIdOf, type OnAnswer, resolveOptions } from "./stack.ts"
 
 const pendingProbe = (prefix: string) =>
   SqlClient.SqlClient.use((sql) =>
@@ -52,12 +44,8 @@ export const run = (args: BenchArgs) => {
   const windowMs = (minutes * 60_000) / windows
   const prefix = freshPrefix("soakob")
   return withTables(prefix, Effect.scoped(Effect.gen(function*() {
-    yield* SqlClient.SqlClient.use((sql) =>
-      sql.unsafe(`CREATE TABLE IF NOT EXISTS ${prefix}_orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, amount integer NOT NULL)`)
-    ).pipe(Effect.provide(adminClient), Effect.orDie)
-    yield* Effect.addFinalizer(() =>
-      SqlClient.SqlClient.use((sql) => sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_orders, ${prefix}_pending`)).pipe(Effect.provide(adminClient), Effect.ignore)
-    )
+    yield* createOrders(prefix)
+    yield* Effect.addFinalizer(() => dropOrders(prefix))
     const server = yield* makeIngestServerProcess({ record: "seqnums" })
     const options = yield* resolveOptions({ tablePrefix: prefix, ingestUrl: server.url }, args.options)
     const minutesLog = makeMinutes()
@@ -67,7 +55,7 @@ export const run = (args: BenchArgs) => {
     const cpuPerMinute: Array<ReturnType<typeof perEvent>> = []
     const stealPerMinute: Array<number> = []
     const committedAt = new Map<string, number>()
-    const transport = recorded(grpcLayer(options), (events, results, _startedAt, endedAt) => {
+    const onAnswer: OnAnswer = (events, results, _startedAt, endedAt) => {
       let delivered = 0
       for (let i = 0; i < events.length; i++) {
         if (results[i]?._tag !== "Delivered") continue
@@ -80,63 +68,38 @@ export const run = (args: BenchArgs) => {
         }
       }
       minutesLog.onDelivered(delivered)
-    })
-    const app = PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: poolSize, applicationName: "durable-emitter-soak-app" })
-    const stack = outboxServices(options).pipe(
-      Layer.provideMerge(PgStore.layerFromClient({ tablePrefix: prefix, queryTimeout: options.commitTimeoutMs })),
-      Layer.provide(transport)
-    )
+    }
 
     const measured = yield* Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const emitter = yield* Emitter
-      let committed = 0
-      let failed = 0
-      let firstError: unknown
       const transaction = (i: number) =>
-        sql.withTransaction(Effect.andThen(
-          sql.unsafe(`INSERT INTO ${prefix}_orders (amount) VALUES ($1)`, [i % 10_000]),
-          emitter.emitInTransaction(benchInput)
-        )).pipe(Effect.map((receipt) => {
+        sql.withTransaction(Effect.andThen(insertOrder(sql, prefix, i), emitter.emitInTransaction(benchInput))).pipe(Effect.map((receipt) => {
           // 1 in 16 by id: their commit times are kept until their ack.
           if (sampledId(receipt.id)) committedAt.set(receipt.id, performance.now())
         }))
-      const transactionsUntil = (deadline: number) =>
-        Effect.forEach(Array.from({ length: concurrency }, (_, f) => f), (f) =>
-          Effect.gen(function*() {
-            for (let i = 0; performance.now() < deadline; i++) {
-              const exit = yield* Effect.exit(transaction(f * 1_000_000_000 + i))
-              if (exit._tag === "Success") committed++
-              else {
-                failed++
-                firstError ??= exit.cause
-              }
-            }
-          }), { concurrency: "unbounded", discard: true })
 
-      yield* transactionsUntil(performance.now() + 3_000)
+      yield* transactionsFor(3, server.pid, transaction)
       yield* bounded("flush after warm-up", 60_000, emitter.flush)
       yield* Effect.promise(() => server.clear())
       committedAt.clear()
-      committed = failed = 0
       minutesLog.close()
       minutesLog.done.length = 0
 
       const start = performance.now()
-      const sampler = Effect.gen(function*() {
-        for (let w = 0; w < windows; w++) {
-          const cpu = cpuWindow({ "ingest server": server.pid })
-          const until = start + (w + 1) * windowMs
-          while (performance.now() < until) {
-            const table = yield* tableProbe(prefix).pipe(Effect.provide(adminClient))
-            minutesLog.onTable(table.bytes, table.dead)
-            const pending = yield* pendingProbe(prefix).pipe(Effect.provide(adminClient))
-            pendingMax.bytes = Math.max(pendingMax.bytes, pending.bytes)
-            pendingMax.dead = Math.max(pendingMax.dead, pending.dead)
-            yield* Effect.sleep(Math.max(0, Math.min(sampleEveryMs, until - performance.now())))
-          }
+      let cpu = cpuWindow({ "ingest server": server.pid })
+      const sample = Effect.gen(function*() {
+        const table = yield* tableProbe(prefix).pipe(Effect.provide(adminClient))
+        minutesLog.onTable(table.bytes, table.dead)
+        const pending = yield* pendingProbe(prefix).pipe(Effect.provide(adminClient))
+        pendingMax.bytes = Math.max(pendingMax.bytes, pending.bytes)
+        pendingMax.dead = Math.max(pendingMax.dead, pending.dead)
+      })
+      const endMinute = () =>
+        Effect.sync(() => {
           minutesLog.close()
           const used = cpu.end()
+          cpu = cpuWindow({ "ingest server": server.pid })
           pendingPerMinute.push({ ...pendingMax })
           pendingMax.bytes = pendingMax.dead = 0
           const m = minutesLog.done[minutesLog.done.length - 1]!
@@ -149,13 +112,12 @@ export const run = (args: BenchArgs) => {
               ` events table ${mb(m.tableBytesMax)} MB (dead rows ${int(m.deadTuplesMax)}), pending table ${mb(p.bytes)} MB (dead rows ${int(p.dead)}),` +
               ` CPU µs per transaction: JS thread ${us.jsThreadUs}, PostgreSQL ${us.postgresUs}, ingest server ${(us as Record<string, number>).ingestServerUs ?? 0}; machine ${used.machinePct} % busy, ${used.stealPct} % stolen by the hypervisor`
           )
-        }
-      })
-      yield* Effect.all([transactionsUntil(start + minutes * 60_000), sampler], { concurrency: "unbounded", discard: true })
-      const elapsed = since(start)
+        })
+      const sampler = windowed(start, windows, windowMs, sample, endMinute)
+      const [phase] = yield* Effect.all([transactionsFor(minutes * 60, server.pid, transaction), sampler], { concurrency: "unbounded" })
       yield* bounded("flush", 120_000, emitter.flush)
-      return { committed, failed, firstError, elapsed }
-    }).pipe(Effect.provide(stack.pipe(Layer.provideMerge(app))))
+      return phase
+    }).pipe(Effect.provide(applicationStack(options, onAnswer, "durable-emitter-soak-app")))
 
     const stats = yield* Effect.promise(() => server.stats())
     const unique = stats.uniqueIds ?? stats.events
@@ -175,7 +137,7 @@ export const run = (args: BenchArgs) => {
     }))
     const first = perMinute[0]!
     const last = perMinute[perMinute.length - 1]!
-    const rate = measured.committed / (measured.elapsed / 1000)
+    const rate = measured.perSecond
     const maxP99 = Math.max(...perMinute.map((m) => m.commitToAckP99Ms))
     const pendingPeak = Math.max(...perMinute.map((m) => m.pendingTableBytesMax))
     const eventsPeak = Math.max(...perMinute.map((m) => m.eventsTableBytesMax))
